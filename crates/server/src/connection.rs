@@ -1,0 +1,144 @@
+//! One client connection: framing in, responses and events out, requests in flight.
+//!
+//! Reads are answered from memory at once; writes become futures that complete when their SQL
+//! transaction committed, so many requests of one connection can be in flight (pipelining) and
+//! their responses go out as they complete, each with its own message id. A read waits for the
+//! writes that arrived before it on the same connection, so a client always reads its own writes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::codec::{Encoder, FramedRead};
+use tracing::{debug, warn};
+
+use ferrod_codec::{CodecError, FrameError, Outbound, Response, ServerCodec};
+
+use crate::cmd::{self, Action, ConnectionState};
+use crate::context::ServerContext;
+
+/// Responses waiting for the socket; beyond this the connection stops reading requests.
+const OUTBOUND_QUEUE: usize = 1024;
+
+pub async fn serve<S>(
+    ctx: Arc<ServerContext>,
+    stream: S,
+    peer: String,
+    mut shutdown: broadcast::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let codec = ServerCodec::new(ctx.config.max_value_bytes + 64 * 1024);
+    let mut frames = FramedRead::new(read_half, codec);
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_loop(ctx.clone(), write_half, out_rx));
+
+    let mut state = ConnectionState::default();
+    let mut writes = FuturesUnordered::new();
+    let max_inflight = ctx.config.max_inflight_per_connection;
+    let mut fatal: Option<FrameError> = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.recv() => break,
+            Some((resp, version)) = writes.next(), if !writes.is_empty() => {
+                if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
+                    break;
+                }
+            }
+            frame = frames.next(), if writes.len() < max_inflight => match frame {
+                None => break,
+                Some(Err(CodecError::Io(e))) => {
+                    debug!(%peer, "connection read ended: {e}");
+                    break;
+                }
+                Some(Err(CodecError::Frame(e))) => {
+                    fatal = Some(e);
+                    break;
+                }
+                Some(Ok(frame)) => {
+                    let version = frame.header.version;
+                    if cmd::waits_for_earlier_writes(&frame.request) {
+                        while let Some((resp, v)) = writes.next().await {
+                            if out_tx.send(Outbound::Response { response: resp, version: v }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    match cmd::dispatch(&ctx, &mut state, frame) {
+                        Action::Respond(resp) => {
+                            if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
+                                break;
+                            }
+                        }
+                        Action::Write(fut) => writes.push(async move { (fut.await, version) }),
+                    }
+                }
+            }
+        }
+    }
+
+    // Writes already handed to the store commit whatever happens to the client; answer them if
+    // the client is still listening.
+    while let Some((resp, version)) = writes.next().await {
+        if out_tx
+            .send(Outbound::Response {
+                response: resp,
+                version,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if let Some(e) = fatal {
+        warn!(%peer, "closing connection after a malformed frame: {e}");
+        let version = e.version.unwrap_or(ferrod_codec::version::V20);
+        let resp = Response::error(e.message_id, e.error.status(), e.to_string());
+        let _ = out_tx
+            .send(Outbound::Response {
+                response: resp,
+                version,
+            })
+            .await;
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+/// Encodes outbound frames and writes them in as few syscalls as the queue allows.
+async fn write_loop<W: AsyncWrite + Send>(
+    ctx: Arc<ServerContext>,
+    writer: W,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
+    tokio::pin!(writer);
+    let mut codec = ServerCodec::default();
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        let _ = codec.encode(first, &mut buf);
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    let _ = codec.encode(next, &mut buf);
+                }
+                Err(_) => break,
+            }
+        }
+        ctx.bytes_written
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,106 @@
+//! State shared by every connection of one server process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferrod_codec::{op, status, RequestHeader, Response};
+use ferrod_store::{Cache, Store};
+
+use crate::config::{Config, DEFAULT_CACHE_NAME};
+
+pub struct ServerContext {
+    pub store: Store,
+    pub config: Config,
+    /// Epoch ms at startup, for STATS `timeSinceStart`.
+    pub started_ms: i64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+/// The protocol version ferrod advertises in PING: the 4.1 streaming ops are served, so 4.1.
+pub const SERVER_PROTOCOL_VERSION: u8 = 41;
+
+/// Request op codes answered by this server (the PING op list, 3.0+).
+pub const SERVED_OPERATIONS: &[u8] = &[
+    op::PUT,
+    op::GET,
+    op::PUT_IF_ABSENT,
+    op::REPLACE,
+    op::REPLACE_IF_UNMODIFIED,
+    op::REMOVE,
+    op::REMOVE_IF_UNMODIFIED,
+    op::CONTAINS_KEY,
+    op::GET_WITH_VERSION,
+    op::CLEAR,
+    op::STATS,
+    op::PING,
+    op::BULK_GET,
+    op::GET_WITH_METADATA,
+    op::BULK_GET_KEYS,
+    op::AUTH_MECH_LIST,
+    op::SIZE,
+    op::EXEC,
+    op::PUT_ALL,
+    op::GET_ALL,
+    op::ITERATION_START,
+    op::ITERATION_NEXT,
+    op::ITERATION_END,
+    op::GET_STREAM,
+    op::PUT_STREAM,
+    op::START_PUT_STREAM,
+    op::NEXT_PUT_STREAM,
+    op::END_PUT_STREAM,
+    op::START_GET_STREAM,
+    op::NEXT_GET_STREAM,
+    op::END_GET_STREAM,
+];
+
+impl ServerContext {
+    pub fn new(store: Store, config: Config) -> Self {
+        ServerContext {
+            store,
+            config,
+            started_ms: now_ms(),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+        }
+    }
+
+    /// The cache a request addresses; the empty name is the default cache. A missing cache gets
+    /// the error text clients look for by substring (reference §4).
+    pub fn cache(&self, header: &RequestHeader) -> Result<Cache, Box<Response>> {
+        let name = cache_name(header);
+        self.store
+            .cache(name)
+            .ok_or_else(|| Box::new(cache_not_found(header)))
+    }
+
+    pub fn add_read(&self, n: usize) {
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+pub fn cache_name(header: &RequestHeader) -> &str {
+    if header.cache_name.is_empty() {
+        DEFAULT_CACHE_NAME
+    } else {
+        &header.cache_name
+    }
+}
+
+pub fn cache_not_found(header: &RequestHeader) -> Response {
+    Response::error(
+        header.message_id,
+        status::PARSE_ERROR,
+        format!(
+            "org.infinispan.server.hotrod.CacheNotFoundException: Cache with name '{}' not found amongst the configured caches",
+            header.cache_name
+        ),
+    )
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

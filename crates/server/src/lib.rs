@@ -1,0 +1,60 @@
+//! The `ferrod` server: configuration, accept loop, per-connection request loop and the commands.
+
+pub mod cache_config;
+pub mod cmd;
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod server;
+
+use std::sync::Arc;
+
+use ferrod_store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use config::{Cli, Config, ConfigError};
+pub use context::ServerContext;
+
+/// Opens the store (migrations, then every cache loaded into memory), binds, and serves until
+/// `shutdown` resolves. The listener is bound only once the data is loaded, so a client that
+/// can connect sees consistent data.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut store_config = StoreConfig::new(config.database_url.clone());
+    store_config.max_value_bytes = config.max_value_bytes;
+    store_config.caches = config.caches.clone();
+    store_config.reaper_interval = config.reaper_interval;
+    store_config.max_batch_ops = config.max_batch_ops;
+    let store = Store::open(store_config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    info!(
+        "ferrod ready on {} (database {}, caches: {})",
+        listener.local_addr()?,
+        redact(&config.database_url),
+        store.cache_names().join(", ")
+    );
+    let ctx = Arc::new(ServerContext::new(store.clone(), config));
+    server::run(ctx, listener, shutdown).await;
+    store.shutdown().await;
+    info!("ferrod stopped");
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

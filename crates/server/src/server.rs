@@ -1,0 +1,61 @@
+//! Accept loop: bounded connections, a shutdown signal threaded to every connection.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tracing::{error, info, warn};
+
+use crate::connection;
+use crate::context::ServerContext;
+
+/// Serves until `shutdown` resolves, then stops accepting, tells every connection to finish
+/// its in-flight writes, and waits for them.
+pub async fn run(
+    ctx: Arc<ServerContext>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (notify, _) = broadcast::channel::<()>(1);
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        error!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let permit = match limit.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        warn!(%peer, "connection refused: the limit of {} connections is reached", ctx.config.max_connections);
+                        drop(stream);
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let rx = notify.subscribe();
+                tasks.spawn(async move {
+                    connection::serve(ctx, stream, peer.to_string(), rx).await;
+                    drop(permit);
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    info!(
+        "shutting down: finishing in-flight requests of {} connections",
+        tasks.len()
+    );
+    let _ = notify.send(());
+    while tasks.join_next().await.is_some() {}
+}
