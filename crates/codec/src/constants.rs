@@ -29,6 +29,10 @@ pub mod status {
     pub const SUCCESS_WITH_PREVIOUS: u8 = 0x03;
     pub const NOT_EXECUTED_WITH_PREVIOUS: u8 = 0x04;
     pub const INVALID_ITERATION: u8 = 0x05;
+    /// 2.4-2.8 only, for caches storing application/x-java-object (§4, §7.3).
+    pub const SUCCESS_OBJ_STORAGE: u8 = 0x06;
+    pub const SUCCESS_WITH_PREVIOUS_OBJ_STORAGE: u8 = 0x07;
+    pub const NOT_EXECUTED_WITH_PREVIOUS_OBJ_STORAGE: u8 = 0x08;
     pub const INVALID_MAGIC_OR_MESSAGE_ID: u8 = 0x81;
     pub const UNKNOWN_OPERATION: u8 = 0x82;
     pub const UNKNOWN_VERSION: u8 = 0x83;

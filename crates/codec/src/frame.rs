@@ -10,7 +10,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::constants::op;
 use crate::error::{DecodeError, FrameError};
 use crate::event::{CacheEvent, CounterEvent};
-use crate::header::{RequestHeader, ResponseHeader, REQUEST_MAGIC};
+use crate::header::{RequestHeader, ResponseHeader, REQUEST_MAGIC, RESPONSE_MAGIC};
 use crate::primitives::Reader;
 use crate::request::Request;
 use crate::response::Response;
@@ -97,15 +97,24 @@ impl Decoder for ServerCodec {
                 src.advance(len);
                 Ok(Some(frame))
             }
-            None if src.len() > self.max_frame_len => Err(CodecError::Frame(FrameError {
-                error: DecodeError::TooLarge {
-                    len: src.len() as u64,
-                    limit: self.max_frame_len,
-                },
-                message_id: 0,
-                version: None,
-                consumed: None,
-            })),
+            None if src.len() > self.max_frame_len => {
+                // Echo what the header says, when it got that far.
+                let mut r = Reader::new(src, self.max_frame_len);
+                let (message_id, version) = match r.u8().map(|_| RequestHeader::read(&mut r)) {
+                    Ok(Ok(h)) => (h.message_id, Some(h.version)),
+                    Ok(Err((_, id, v))) => (id, v),
+                    Err(_) => (0, None),
+                };
+                Err(CodecError::Frame(FrameError {
+                    error: DecodeError::TooLarge {
+                        len: src.len() as u64,
+                        limit: self.max_frame_len,
+                    },
+                    message_id,
+                    version,
+                    consumed: None,
+                }))
+            }
             None => Ok(None),
         }
     }
@@ -142,18 +151,36 @@ pub enum Incoming {
 
 /// Client side, for tests and the load generator: encodes requests and remembers each message
 /// id's op code and version, which the response body layout depends on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientCodec {
     pending: HashMap<u64, (u8, u8, u8)>,
     max_frame_len: usize,
+    /// Intelligence of the last request sent, used for frames that answer no request (events).
+    intelligence: u8,
+}
+
+impl Default for ClientCodec {
+    fn default() -> Self {
+        ClientCodec::new()
+    }
 }
 
 impl ClientCodec {
     pub fn new() -> Self {
+        ClientCodec::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
+    }
+
+    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
         ClientCodec {
             pending: HashMap::new(),
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_frame_len,
+            intelligence: crate::header::INTELLIGENCE_BASIC,
         }
+    }
+
+    /// Number of requests sent whose response has not been decoded yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -169,9 +196,22 @@ impl Encoder<RequestFrame> for ClientCodec {
                 item.header.intelligence,
             ),
         );
+        self.intelligence = item.header.intelligence;
         item.write(dst);
         Ok(())
     }
+}
+
+/// Reads magic, message id and op code: the part of a response header whose layout does not
+/// depend on the intelligence of the request it answers.
+fn peek_response(r: &mut Reader<'_>) -> Result<(u64, u8), DecodeError> {
+    let magic = r.u8()?;
+    if magic != RESPONSE_MAGIC {
+        return Err(DecodeError::InvalidMagic(magic));
+    }
+    let message_id = r.vlong()?;
+    let opcode = r.u8()?;
+    Ok((message_id, opcode))
 }
 
 impl Decoder for ClientCodec {
@@ -180,67 +220,81 @@ impl Decoder for ClientCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, CodecError> {
         let max = self.max_frame_len;
-        let mut r = Reader::new(src, max);
-        let frame_err = |error| {
+        let frame_err = |error, message_id| {
             CodecError::Frame(FrameError {
                 error,
-                message_id: 0,
+                message_id,
                 version: None,
                 consumed: None,
             })
         };
-        // Peek the header without consuming, to learn which request it answers.
-        let header = match ResponseHeader::read(&mut r, 3) {
-            Ok(h) => h,
-            Err(DecodeError::Incomplete) => return Ok(None),
-            Err(e) => return Err(frame_err(e)),
+        // Peek without consuming, to learn which request the frame answers: the topology block
+        // of the header depends on that request's intelligence, the body on its op and version.
+        let (message_id, opcode) = match peek_response(&mut Reader::new(src, max)) {
+            Ok(p) => p,
+            Err(DecodeError::Incomplete) => return self.incomplete(src, 0),
+            Err(e) => return Err(frame_err(e, 0)),
         };
-        let is_cache_event = (op::CACHE_ENTRY_CREATED_EVENT..=op::CACHE_ENTRY_EXPIRED_EVENT)
-            .contains(&header.opcode);
+        let is_cache_event =
+            (op::CACHE_ENTRY_CREATED_EVENT..=op::CACHE_ENTRY_EXPIRED_EVENT).contains(&opcode);
+        let mut r = Reader::new(src, max);
         // Events may carry id 0 (live) or the ADD_CLIENT_LISTENER id (initial state, §10.3);
         // either way their op code says what they are.
-        let item = if is_cache_event {
-            match CacheEvent::read_body(&mut r, &header) {
-                Ok(e) => Incoming::Event(e),
-                Err(DecodeError::Incomplete) => return Ok(None),
-                Err(e) => return Err(frame_err(e)),
-            }
-        } else if header.opcode == op::COUNTER_EVENT {
-            match CounterEvent::read_body(&mut r) {
-                Ok(e) => Incoming::CounterEvent(e),
-                Err(DecodeError::Incomplete) => return Ok(None),
-                Err(e) => return Err(frame_err(e)),
+        let item = if is_cache_event || opcode == op::COUNTER_EVENT {
+            let parsed = ResponseHeader::read(&mut r, self.intelligence).and_then(|header| {
+                if is_cache_event {
+                    CacheEvent::read_body(&mut r, &header).map(Incoming::Event)
+                } else {
+                    CounterEvent::read_body(&mut r).map(Incoming::CounterEvent)
+                }
+            });
+            match parsed {
+                Ok(item) => item,
+                Err(DecodeError::Incomplete) => return self.incomplete(src, message_id),
+                Err(e) => return Err(frame_err(e, message_id)),
             }
         } else {
-            let (opcode, version, intelligence) = match self.pending.get(&header.message_id) {
+            let (req_opcode, version, intelligence) = match self.pending.get(&message_id) {
                 Some(p) => *p,
+                // An error for a request whose header could not be parsed carries id 0.
+                None if opcode == op::ERROR_RESPONSE => (op::PING, 41, self.intelligence),
                 None => {
-                    // An error for a request whose header could not be parsed carries id 0.
-                    if header.opcode == op::ERROR_RESPONSE {
-                        (op::PING, 41, 1)
-                    } else {
-                        return Err(frame_err(DecodeError::malformed(format!(
-                            "response for unknown message id {}",
-                            header.message_id
-                        ))));
-                    }
+                    return Err(frame_err(
+                        DecodeError::malformed(format!(
+                            "response for unknown message id {message_id}"
+                        )),
+                        message_id,
+                    ))
                 }
             };
-            // Re-read with the client's real intelligence (topology layout depends on it).
-            let mut r2 = Reader::new(src, max);
-            match Response::read(&mut r2, opcode, version, intelligence) {
+            match Response::read(&mut r, req_opcode, version, intelligence) {
                 Ok(resp) => {
-                    self.pending.remove(&header.message_id);
-                    let len = r2.position();
-                    src.advance(len);
-                    return Ok(Some(Incoming::Response(resp)));
+                    self.pending.remove(&message_id);
+                    Incoming::Response(resp)
                 }
-                Err(DecodeError::Incomplete) => return Ok(None),
-                Err(e) => return Err(frame_err(e)),
+                Err(DecodeError::Incomplete) => return self.incomplete(src, message_id),
+                Err(e) => return Err(frame_err(e, message_id)),
             }
         };
         let len = r.position();
         src.advance(len);
         Ok(Some(item))
+    }
+}
+
+impl ClientCodec {
+    fn incomplete(&self, src: &BytesMut, message_id: u64) -> Result<Option<Incoming>, CodecError> {
+        if src.len() > self.max_frame_len {
+            return Err(CodecError::Frame(FrameError {
+                error: DecodeError::TooLarge {
+                    len: src.len() as u64,
+                    limit: self.max_frame_len,
+                },
+                message_id,
+                version: None,
+                consumed: None,
+            }));
+        }
+        Ok(None)
     }
 }

@@ -125,6 +125,9 @@ impl RequestHeader {
     }
 }
 
+/// How many (empty) segments a hash-version-0 topology keeps in memory when read.
+pub const MAX_EMPTY_SEGMENTS: usize = 1 << 16;
+
 /// A topology block after marker 1 (§3.1). ferrod replicas answer without one unless configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -173,9 +176,11 @@ impl Topology {
         }
         let hash = if with_hash {
             let hash_function_version = r.u8()?;
-            let num_segments = r.count(0)?;
             let mut segments = Vec::new();
             if hash_function_version > 0 {
+                // Each segment takes at least its owner-count byte.
+                let num_segments = r.count(1)?;
+                segments.reserve(num_segments);
                 for _ in 0..num_segments {
                     let owners = r.u8()? as usize;
                     let mut o = Vec::with_capacity(owners);
@@ -185,7 +190,16 @@ impl Topology {
                     segments.push(o);
                 }
             } else {
-                segments = vec![Vec::new(); num_segments.min(1 << 16)];
+                // "Empty hash info": the segments carry no bytes, so the count is only bounded by
+                // the frame limit; keep at most 2^16 (empty) owner lists in memory.
+                let num_segments = r.vint()? as usize;
+                if num_segments > r.max_len() {
+                    return Err(DecodeError::TooLarge {
+                        len: num_segments as u64,
+                        limit: r.max_len(),
+                    });
+                }
+                segments = vec![Vec::new(); num_segments.min(MAX_EMPTY_SEGMENTS)];
             }
             Some(HashTopology {
                 hash_function_version,

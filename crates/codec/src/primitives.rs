@@ -155,15 +155,26 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a count and checks it against the bytes left, so that an absurd count cannot make the
-    /// decoder reserve memory for elements that are not there (each element takes >= `min_size` bytes).
+    /// decoder reserve memory for elements that are not there. `min_size` must be a true lower
+    /// bound of one element's encoded size (at least 1): a count whose elements cannot fit in the
+    /// frame limit is `TooLarge`, one whose elements cannot fit in the bytes buffered so far is
+    /// `Incomplete` (the frame cannot be complete yet), so the returned count is always at most
+    /// `remaining() / min_size` and `Vec::with_capacity(count)` is bounded by the input size.
     pub fn count(&mut self, min_size: usize) -> Result<usize> {
         let n = self.vint()? as usize;
         self.check_count(n, min_size)
     }
 
+    /// Like [`Reader::count`] for the one-byte counts of the server grammar (`numParams: byte`).
+    /// Java reads that byte signed and fails on a negative count, so 0x80..=0xFF are rejected.
     pub fn byte_count(&mut self, min_size: usize) -> Result<usize> {
-        let n = self.u8()? as usize;
-        self.check_count(n, min_size)
+        let n = self.u8()?;
+        if n > 0x7F {
+            return Err(DecodeError::malformed(format!(
+                "parameter count {n} does not fit a signed byte"
+            )));
+        }
+        self.check_count(usize::from(n), min_size)
     }
 
     fn check_count(&self, n: usize, min_size: usize) -> Result<usize> {
@@ -173,6 +184,9 @@ impl<'a> Reader<'a> {
                 len: needed,
                 limit: self.max_len,
             });
+        }
+        if needed > self.remaining() as u64 {
+            return Err(DecodeError::Incomplete);
         }
         Ok(n)
     }

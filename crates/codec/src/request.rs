@@ -346,7 +346,8 @@ fn write_factory(buf: &mut BytesMut, f: &Option<Factory>) {
         None => put_string(buf, ""),
         Some(f) => {
             put_string(buf, &f.name);
-            buf.put_u8(f.params.len() as u8);
+            // The grammar reads a byte; a vInt is the same below 128 (all a server accepts).
+            put_vint(buf, f.params.len() as u32);
             for p in &f.params {
                 put_bytes(buf, p);
             }
@@ -568,19 +569,27 @@ impl Request {
                 let key = r.bytes()?;
                 let expiration = Expiration::read(r, v)?;
                 let version = r.i64()?;
-                let mut value = BytesMut::new();
+                // Two passes: find every chunk first and copy only once the terminator is there,
+                // so that re-parsing an incomplete stream (restartable decoding) stays cheap.
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut total = 0usize;
                 loop {
                     let len = r.vint()? as usize;
                     if len == 0 {
                         break;
                     }
                     let chunk = r.raw(len)?;
-                    if value.len() + chunk.len() > r.max_len() {
+                    total += chunk.len();
+                    if total > r.max_len() {
                         return Err(DecodeError::TooLarge {
-                            len: (value.len() + chunk.len()) as u64,
+                            len: total as u64,
                             limit: r.max_len(),
                         });
                     }
+                    chunks.push(chunk);
+                }
+                let mut value = BytesMut::with_capacity(total);
+                for chunk in chunks {
                     value.extend_from_slice(chunk);
                 }
                 PutStream {
@@ -869,7 +878,8 @@ impl Request {
             RemoveClientListener { listener_id } => put_bytes(buf, listener_id),
             Exec { task, params } => {
                 put_string(buf, task);
-                buf.put_u8(params.len() as u8);
+                // Clients write a vInt, the grammar reads a byte: identical below 128.
+                put_vint(buf, params.len() as u32);
                 for (k, val) in params {
                     put_string(buf, k);
                     put_bytes(buf, val);
@@ -903,7 +913,7 @@ impl Request {
                     None => put_optional_bytes(buf, None),
                     Some(f) => {
                         put_optional_bytes(buf, Some(f.name.as_bytes()));
-                        buf.put_u8(f.params.len() as u8);
+                        put_vint(buf, f.params.len() as u32);
                         for p in &f.params {
                             put_bytes(buf, p);
                         }

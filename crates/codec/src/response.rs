@@ -398,7 +398,14 @@ impl ResponseBody {
                 h.opcode
             )));
         }
-        let st = h.status;
+        // 2.4-2.8 servers send 0x06/0x07/0x08 instead of 0x00/0x03/0x04 for object-storage caches
+        // (§7.3); the body is the same.
+        let st = match h.status {
+            status::SUCCESS_OBJ_STORAGE => status::SUCCESS,
+            status::SUCCESS_WITH_PREVIOUS_OBJ_STORAGE => status::SUCCESS_WITH_PREVIOUS,
+            status::NOT_EXECUTED_WITH_PREVIOUS_OBJ_STORAGE => status::NOT_EXECUTED_WITH_PREVIOUS,
+            other => other,
+        };
         if st == status::SUCCESS_WITH_PREVIOUS || st == status::NOT_EXECUTED_WITH_PREVIOUS {
             // Counters reuse 0x04 for "boundary reached" without a body.
             if matches!(
@@ -447,7 +454,11 @@ impl ResponseBody {
                     let n = r.count(2)?;
                     let mut ops = Vec::with_capacity(n);
                     for _ in 0..n {
-                        ops.push(r.u16()? as u8);
+                        let code = r.u16()?;
+                        let code = u8::try_from(code).map_err(|_| {
+                            DecodeError::malformed(format!("op code 0x{code:04X} out of range"))
+                        })?;
+                        ops.push(code);
                     }
                     (sv, ops)
                 } else {
@@ -511,7 +522,8 @@ impl ResponseBody {
             op::ITERATION_START => ResponseBody::IterationId(r.string()?),
             op::ITERATION_NEXT => {
                 let finished_segments = r.bytes()?;
-                let n = r.count(2)?;
+                // An entry can be as short as one byte (2.4, projection count 0: just the key).
+                let n = r.count(1)?;
                 let projection_count = if n > 0 && v >= version::V24 {
                     r.vint()?
                 } else {

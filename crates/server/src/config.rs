@@ -311,7 +311,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let e = Config::load(&cli(&["--listen", "nowhere"])).unwrap_err();
         assert_eq!(e.key, "listen");
-        let e = Config::load(&cli(&["--max-connections", "-3"])).unwrap_err();
+        let e = Config::load(&cli(&["--max-connections=-3"])).unwrap_err();
         assert_eq!(e.key, "max_connections");
         let e = Config::load(&cli(&["--database-url", "mysql://x"])).unwrap_err();
         assert_eq!(e.key, "database_url");

@@ -1,1 +1,268 @@
-pub fn x(){}
+//! ferrod data engine.
+//!
+//! Every cache lives twice: as rows in SQL (the truth) and as a `DashMap` replica in memory
+//! (what reads are served from). Writes never touch memory directly: they are queued to one
+//! writer task per [`Store`], which groups whatever is queued into a single SQL transaction
+//! (group commit), decides conditional operations against the rows it read *inside* that
+//! transaction, commits, and only then mirrors the committed result into memory and answers the
+//! callers. Because memory is only ever changed after a commit, and only by the writer, a
+//! process killed at any instant loses no acknowledged write and memory never shows a write that
+//! SQL does not have.
+//!
+//! Consistency delivered (single process): reads observe every acknowledged write of this
+//! process; conditional operations are linearizable per key (FIFO order of submission is kept,
+//! also inside one batch). Across processes, conditional writes are still decided in SQL under row
+//! locks (PostgreSQL) or an exclusive transaction (SQLite), and every key a batch looks at is
+//! refreshed in memory from the row it read, so read-then-replaceWithVersion loops converge.
+
+mod cache;
+mod db;
+mod entry;
+mod store;
+mod writer;
+
+use std::time::Duration;
+
+pub use bytes::Bytes;
+pub use cache::{Cache, CacheStats};
+pub use store::{Store, StoreMetrics};
+
+/// Errors surfaced to the protocol layer. Kept coarse on purpose: the server maps each to one
+/// HotRod error status, so finer detail lives in the message text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("cache '{0}' not found")]
+    CacheNotFound(String),
+    #[error("store is shutting down")]
+    Closed,
+    #[error("invalid cache definition: {0}")]
+    InvalidDefinition(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Configuration of a [`Store`]. Construct with [`StoreConfig::new`] (or `..Default::default()`)
+/// so that fields added later do not break callers.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db`, `sqlite::memory:`, `postgres://...` or `postgresql://...`.
+    pub database_url: String,
+    /// Upper bound for a key and for a value (each). Protects memory and the database from a
+    /// single client sending a huge payload.
+    pub max_value_bytes: usize,
+    /// Caches that must exist after startup (created if missing, left untouched if present).
+    pub caches: Vec<CacheDef>,
+    /// How often expired entries are deleted and max-idle touches are flushed to SQL.
+    pub reaper_interval: Duration,
+    /// Upper bound on key operations grouped into one transaction.
+    pub max_batch_ops: usize,
+    /// Rows of the change log older than this are pruned by the reaper.
+    pub changelog_retention: Duration,
+    /// SQLite only: how long a transaction waits for a lock held by another connection before
+    /// the batch fails. PostgreSQL waits on row locks instead.
+    pub busy_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        StoreConfig {
+            database_url: database_url.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            database_url: "sqlite://data/ferrod.db".to_string(),
+            max_value_bytes: 64 * 1024 * 1024,
+            caches: Vec::new(),
+            reaper_interval: Duration::from_secs(1),
+            max_batch_ops: 512,
+            changelog_retention: Duration::from_secs(600),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cache's identity and defaults as persisted in `ferrod_caches`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheDef {
+    pub name: String,
+    pub key_media_type: String,
+    pub value_media_type: String,
+    /// -1 = immortal.
+    pub default_lifespan_ms: i64,
+    /// -1 = none.
+    pub default_max_idle_ms: i64,
+    /// Raw configuration text a client sent (may be empty); kept so it can be echoed back.
+    pub configuration: String,
+}
+
+impl CacheDef {
+    /// A cache with no expiration defaults and unspecified media types.
+    pub fn new(name: impl Into<String>) -> Self {
+        CacheDef {
+            name: name.into(),
+            key_media_type: String::new(),
+            value_media_type: String::new(),
+            default_lifespan_ms: -1,
+            default_max_idle_ms: -1,
+            configuration: String::new(),
+        }
+    }
+
+    /// Rejects names that cannot be stored and normalizes defaults so that "no expiration" has
+    /// exactly one spelling (-1) in SQL.
+    pub(crate) fn validated(mut self) -> Result<CacheDef, StoreError> {
+        if self.name.is_empty() {
+            return Err(StoreError::InvalidDefinition(
+                "cache name must not be empty".into(),
+            ));
+        }
+        if self.name.len() > 1024 {
+            return Err(StoreError::InvalidDefinition(
+                "cache name longer than 1024 bytes".into(),
+            ));
+        }
+        if self.name.contains('\0') {
+            return Err(StoreError::InvalidDefinition(
+                "cache name contains a NUL character".into(),
+            ));
+        }
+        if self.default_lifespan_ms <= 0 {
+            self.default_lifespan_ms = -1;
+        }
+        if self.default_max_idle_ms <= 0 {
+            self.default_max_idle_ms = -1;
+        }
+        for s in [
+            &mut self.key_media_type,
+            &mut self.value_media_type,
+            &mut self.configuration,
+        ] {
+            // PostgreSQL TEXT cannot hold NUL; dropping it is better than refusing the cache.
+            if s.contains('\0') {
+                *s = s.replace('\0', "");
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// One of lifespan / max-idle as the client asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Use the cache's configured default.
+    Default,
+    /// Never expires.
+    Infinite,
+    /// Milliseconds; `n <= 0` means never.
+    Millis(i64),
+}
+
+impl Expiry {
+    /// Resolves to the stored form: -1 (never) or a positive number of milliseconds.
+    pub(crate) fn resolve(self, default: i64) -> i64 {
+        let ms = match self {
+            Expiry::Default => default,
+            Expiry::Infinite => -1,
+            Expiry::Millis(n) => n,
+        };
+        if ms <= 0 {
+            -1
+        } else {
+            ms
+        }
+    }
+}
+
+/// Expiration a client asked for on a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiration {
+    pub lifespan: Expiry,
+    pub max_idle: Expiry,
+}
+
+impl Expiration {
+    /// Both from the cache's defaults (a plain `put(k, v)`).
+    pub const DEFAULT: Expiration = Expiration {
+        lifespan: Expiry::Default,
+        max_idle: Expiry::Default,
+    };
+    /// Never expires, whatever the cache's defaults.
+    pub const IMMORTAL: Expiration = Expiration {
+        lifespan: Expiry::Infinite,
+        max_idle: Expiry::Infinite,
+    };
+
+    pub fn new(lifespan: Expiry, max_idle: Expiry) -> Self {
+        Expiration { lifespan, max_idle }
+    }
+}
+
+impl Default for Expiration {
+    fn default() -> Self {
+        Expiration::DEFAULT
+    }
+}
+
+/// An entry as a client sees it (value plus HotRod metadata).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntrySnapshot {
+    pub value: Bytes,
+    pub version: i64,
+    pub created_ms: i64,
+    /// -1 = immortal.
+    pub lifespan_ms: i64,
+    pub last_used_ms: i64,
+    /// -1 = none.
+    pub max_idle_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PutIfAbsentOutcome {
+    Stored,
+    Present(EntrySnapshot),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplaceOutcome {
+    Missing,
+    /// Carries the previous entry.
+    Replaced(EntrySnapshot),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum VersionedOutcome {
+    Missing,
+    /// Carries the current entry, whose version differs from the one asked for.
+    Mismatch(EntrySnapshot),
+    /// Carries the previous entry.
+    Done(EntrySnapshot),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RemoveOutcome {
+    Missing,
+    /// Carries the previous entry.
+    Removed(EntrySnapshot),
+}
+
+/// Wall-clock epoch milliseconds: expiration metadata is shared through SQL between processes,
+/// so it must be wall time, not a monotonic clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
