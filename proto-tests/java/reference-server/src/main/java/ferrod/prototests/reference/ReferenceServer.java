@@ -1,0 +1,143 @@
+package ferrod.prototests.reference;
+
+import java.lang.reflect.Method;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+
+import org.infinispan.configuration.cache.CacheMode;
+import org.infinispan.configuration.cache.ConfigurationBuilder;
+import org.infinispan.configuration.global.GlobalConfigurationBuilder;
+import org.infinispan.manager.DefaultCacheManager;
+import org.infinispan.server.hotrod.HotRodServer;
+import org.infinispan.server.hotrod.configuration.HotRodServerConfigurationBuilder;
+
+/**
+ * A real Infinispan HotRod server (embedded cache manager + HotRodServer), used as the reference
+ * target of the proto-tests. Usage: {@code ReferenceServer <port> <data-dir>}.
+ *
+ * <p>Caches (all local, each persisted in a soft-index file store under data-dir):
+ * <ul>
+ *   <li>{@code default} (the container's default cache, reached with the empty cache name):
+ *       application/x-protostream keys and values</li>
+ *   <li>{@code proto}: application/x-protostream</li>
+ *   <li>{@code text}: text/plain; charset=UTF-8</li>
+ *   <li>{@code raw}: application/octet-stream</li>
+ *   <li>{@code expiring}: application/x-protostream, default lifespan 2000 ms</li>
+ * </ul>
+ * Prints {@code READY} on stdout once the endpoint accepts connections. SIGTERM (or SIGINT) stops
+ * the server and the cache manager gracefully, so the stores are closed cleanly.
+ */
+public final class ReferenceServer {
+
+   static final String PROTOSTREAM = "application/x-protostream";
+
+   public static void main(String[] args) {
+      try {
+         run(args);
+      } catch (Throwable t) {
+         System.err.println("reference server failed to start: " + t);
+         t.printStackTrace();
+         System.exit(1);
+      }
+   }
+
+   private static void run(String[] args) throws Exception {
+      if (args.length != 2) {
+         System.err.println("usage: ReferenceServer <port> <data-dir>");
+         System.exit(2);
+      }
+      int port = Integer.parseInt(args[0]);
+      Path data = Paths.get(args[1]).toAbsolutePath();
+      Files.createDirectories(data);
+
+      GlobalConfigurationBuilder global = new GlobalConfigurationBuilder().nonClusteredDefault();
+      global.cacheContainer().name("ferrod-reference").statistics(true);
+      global.globalState().enable()
+            .persistentLocation(data.toString())
+            .sharedPersistentLocation(data.toString())
+            .temporaryLocation(data.resolve("tmp").toString());
+      global.defaultCacheName("default");
+      global.shutdown().hookBehavior(org.infinispan.configuration.global.ShutdownHookBehavior.DONT_REGISTER);
+
+      Map<String, ConfigurationBuilder> caches = new LinkedHashMap<>();
+      caches.put("default", cache(data, "default", PROTOSTREAM, -1));
+      caches.put("proto", cache(data, "proto", PROTOSTREAM, -1));
+      caches.put("text", cache(data, "text", "text/plain; charset=UTF-8", -1));
+      caches.put("raw", cache(data, "raw", "application/octet-stream", -1));
+      caches.put("expiring", cache(data, "expiring", PROTOSTREAM, 2000));
+
+      DefaultCacheManager cacheManager = new DefaultCacheManager(global.build(), false);
+      for (Map.Entry<String, ConfigurationBuilder> e : caches.entrySet()) {
+         cacheManager.defineConfiguration(e.getKey(), e.getValue().build());
+      }
+      cacheManager.start();
+      for (String name : caches.keySet()) {
+         cacheManager.getCache(name);
+      }
+
+      HotRodServerConfigurationBuilder serverConfig = new HotRodServerConfigurationBuilder();
+      serverConfig.host("127.0.0.1").port(port).defaultCacheName("default").name("hotrod");
+      // 16.x servers reject requests larger than max-content-length (default 10MB, i.e. 10^7
+      // bytes); the suite sends a 10 MiB value, so raise it where the setting exists (not in 15.0).
+      setIfPresent(serverConfig, "maxContentLength", "256MiB");
+
+      HotRodServer server = new HotRodServer();
+      server.start(serverConfig.build(), cacheManager);
+      server.postStart();
+
+      CountDownLatch stopped = new CountDownLatch(1);
+      Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+         try {
+            server.stop();
+         } catch (Throwable t) {
+            t.printStackTrace();
+         }
+         try {
+            cacheManager.stop();
+         } catch (Throwable t) {
+            t.printStackTrace();
+         }
+         System.err.println("reference server stopped");
+         stopped.countDown();
+      }, "reference-server-shutdown"));
+
+      System.out.println("READY");
+      System.out.flush();
+      stopped.await();
+   }
+
+   private static ConfigurationBuilder cache(Path data, String name, String mediaType, long lifespanMs) {
+      ConfigurationBuilder b = new ConfigurationBuilder();
+      b.clustering().cacheMode(CacheMode.LOCAL);
+      b.statistics().enable();
+      b.encoding().key().mediaType(mediaType);
+      b.encoding().value().mediaType(mediaType);
+      if (lifespanMs > 0) {
+         b.expiration().lifespan(lifespanMs);
+      }
+      b.persistence()
+            .addSoftIndexFileStore()
+            .dataLocation(data.resolve(name).resolve("data").toString())
+            .indexLocation(data.resolve(name).resolve("index").toString())
+            .preload(true)
+            .purgeOnStartup(false);
+      return b;
+   }
+
+   private static void setIfPresent(Object builder, String method, String value) {
+      for (Method m : builder.getClass().getMethods()) {
+         if (m.getName().equals(method) && m.getParameterCount() == 1 && m.getParameterTypes()[0] == String.class) {
+            try {
+               m.invoke(builder, value);
+            } catch (ReflectiveOperationException e) {
+               throw new IllegalStateException(e);
+            }
+            return;
+         }
+      }
+   }
+}
