@@ -1,0 +1,395 @@
+//! The per-cache handle: memory reads, and write submission to the store's writer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::{DashMap, DashSet};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entry::Entry;
+use crate::writer::{KeyOp, Op, Reply, Request};
+use crate::{
+    now_ms, CacheDef, EntrySnapshot, Expiration, PutIfAbsentOutcome, RemoveOutcome, ReplaceOutcome,
+    StoreError, VersionedOutcome,
+};
+
+/// Cumulative statistics since the cache was loaded by this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub stores: u64,
+    pub retrievals: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub remove_hits: u64,
+    pub remove_misses: u64,
+    pub started_ms: i64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub stores: AtomicU64,
+    pub retrievals: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub remove_hits: AtomicU64,
+    pub remove_misses: AtomicU64,
+}
+
+pub(crate) struct CacheInner {
+    pub def: CacheDef,
+    /// Replica of this cache's SQL rows. Only the writer inserts/replaces/removes; readers only
+    /// bump `last_used_ms`.
+    pub map: DashMap<Bytes, Entry>,
+    /// Keys whose max-idle clock was restarted by a read since the last flush to SQL. Only
+    /// entries that have a max-idle are recorded: touching the others changes nothing.
+    pub dirty: DashSet<Bytes>,
+    pub counters: Counters,
+    pub started_ms: i64,
+    /// Set (by the writer, after commit) when the cache is removed, so stale handles fail
+    /// instead of writing rows for a cache that no longer exists.
+    pub removed: AtomicBool,
+    pub writer: mpsc::Sender<Request>,
+    pub max_value_bytes: usize,
+}
+
+/// A cheap, cloneable handle to one cache.
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<CacheInner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.inner.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub(crate) fn new(
+        def: CacheDef,
+        writer: mpsc::Sender<Request>,
+        max_value_bytes: usize,
+    ) -> Cache {
+        Cache {
+            inner: Arc::new(CacheInner {
+                def,
+                map: DashMap::new(),
+                dirty: DashSet::new(),
+                counters: Counters::default(),
+                started_ms: now_ms(),
+                removed: AtomicBool::new(false),
+                writer,
+                max_value_bytes,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.def.name
+    }
+
+    pub fn def(&self) -> &CacheDef {
+        &self.inner.def
+    }
+
+    /// Reads an entry and restarts its max-idle clock. Counts as a retrieval in the stats.
+    pub fn get(&self, key: &[u8]) -> Option<EntrySnapshot> {
+        let found = self.read(key, true);
+        let c = &self.inner.counters;
+        c.retrievals.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            c.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Reads an entry without touching it (for metadata queries, iteration and listeners that
+    /// must not keep entries alive).
+    pub fn peek(&self, key: &[u8]) -> Option<EntrySnapshot> {
+        self.read(key, false)
+    }
+
+    /// Like [`Cache::get`] but cheaper: no value clone, no stats.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        let now = now_ms();
+        let touched = match self.inner.map.get(key) {
+            Some(e) if !e.is_expired(now) => {
+                // Only max-idle entries have a clock to restart; leaving the others alone keeps
+                // their memory metadata identical to SQL's.
+                let idle = e.max_idle_ms >= 0;
+                if idle {
+                    e.last_used_ms.fetch_max(now, Ordering::Relaxed);
+                }
+                Some(idle)
+            }
+            _ => None,
+        };
+        if touched == Some(true) {
+            self.inner.dirty.insert(Bytes::copy_from_slice(key));
+        }
+        touched.is_some()
+    }
+
+    fn read(&self, key: &[u8], touch: bool) -> Option<EntrySnapshot> {
+        let now = now_ms();
+        let (snap, needs_flush) = {
+            let e = self.inner.map.get(key)?;
+            if e.is_expired(now) {
+                return None;
+            }
+            let restart = touch && e.max_idle_ms >= 0;
+            if restart {
+                e.last_used_ms.fetch_max(now, Ordering::Relaxed);
+            }
+            (e.snapshot(), restart)
+        };
+        // Recorded after the map guard is gone: the dirty set has its own shard locks.
+        if needs_flush {
+            self.inner.dirty.insert(Bytes::copy_from_slice(key));
+        }
+        Some(snap)
+    }
+
+    /// Number of unexpired entries. O(n): HotRod asks for it rarely (SIZE, stats).
+    pub fn size(&self) -> u64 {
+        let now = now_ms();
+        self.inner
+            .map
+            .iter()
+            .filter(|e| !e.value().is_expired(now))
+            .count() as u64
+    }
+
+    /// Snapshot of the unexpired keys; iteration pages over it and peeks each key.
+    pub fn keys(&self) -> Vec<Bytes> {
+        let now = now_ms();
+        self.inner
+            .map
+            .iter()
+            .filter(|e| !e.value().is_expired(now))
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        CacheStats {
+            stores: c.stores.load(Ordering::Relaxed),
+            retrievals: c.retrievals.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            remove_hits: c.remove_hits.load(Ordering::Relaxed),
+            remove_misses: c.remove_misses.load(Ordering::Relaxed),
+            started_ms: self.inner.started_ms,
+        }
+    }
+
+    /// Stores unconditionally; returns the previous unexpired entry.
+    pub async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        exp: Expiration,
+    ) -> Result<Option<EntrySnapshot>, StoreError> {
+        self.check_size(&key, Some(&value))?;
+        let (lifespan, max_idle) = self.resolve(exp);
+        match self
+            .submit(KeyOp::Put {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            })
+            .await?
+        {
+            Reply::Put(prev) => Ok(prev),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn put_if_absent(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        exp: Expiration,
+    ) -> Result<PutIfAbsentOutcome, StoreError> {
+        self.check_size(&key, Some(&value))?;
+        let (lifespan, max_idle) = self.resolve(exp);
+        match self
+            .submit(KeyOp::PutIfAbsent {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            })
+            .await?
+        {
+            Reply::PutIfAbsent(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn replace(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        exp: Expiration,
+    ) -> Result<ReplaceOutcome, StoreError> {
+        self.check_size(&key, Some(&value))?;
+        let (lifespan, max_idle) = self.resolve(exp);
+        match self
+            .submit(KeyOp::Replace {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            })
+            .await?
+        {
+            Reply::Replace(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn replace_if_version(
+        &self,
+        key: Bytes,
+        version: i64,
+        value: Bytes,
+        exp: Expiration,
+    ) -> Result<VersionedOutcome, StoreError> {
+        self.check_size(&key, Some(&value))?;
+        let (lifespan, max_idle) = self.resolve(exp);
+        match self
+            .submit(KeyOp::ReplaceIfVersion {
+                key,
+                version,
+                value,
+                lifespan,
+                max_idle,
+            })
+            .await?
+        {
+            Reply::Versioned(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn remove(&self, key: Bytes) -> Result<RemoveOutcome, StoreError> {
+        self.check_size(&key, None)?;
+        match self.submit(KeyOp::Remove { key }).await? {
+            Reply::Remove(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn remove_if_version(
+        &self,
+        key: Bytes,
+        version: i64,
+    ) -> Result<VersionedOutcome, StoreError> {
+        self.check_size(&key, None)?;
+        match self.submit(KeyOp::RemoveIfVersion { key, version }).await? {
+            Reply::Versioned(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores all entries in one transaction: either all are committed or none. A key that
+    /// appears twice ends with its last value.
+    pub async fn put_all(
+        &self,
+        entries: Vec<(Bytes, Bytes)>,
+        exp: Expiration,
+    ) -> Result<(), StoreError> {
+        for (k, v) in &entries {
+            self.check_size(k, Some(v))?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (lifespan, max_idle) = self.resolve(exp);
+        match self
+            .submit(KeyOp::PutAll {
+                entries,
+                lifespan,
+                max_idle,
+            })
+            .await?
+        {
+            Reply::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        match self
+            .inner
+            .clone()
+            .send_op(Op::Clear(self.inner.clone()))
+            .await?
+        {
+            Reply::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn resolve(&self, exp: Expiration) -> (i64, i64) {
+        (
+            exp.lifespan.resolve(self.inner.def.default_lifespan_ms),
+            exp.max_idle.resolve(self.inner.def.default_max_idle_ms),
+        )
+    }
+
+    fn check_size(&self, key: &Bytes, value: Option<&Bytes>) -> Result<(), StoreError> {
+        let max = self.inner.max_value_bytes;
+        for size in [Some(key.len()), value.map(|v| v.len())]
+            .into_iter()
+            .flatten()
+        {
+            if size > max {
+                return Err(StoreError::TooLarge { size, max });
+            }
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, op: KeyOp) -> Result<Reply, StoreError> {
+        self.inner
+            .clone()
+            .send_op(Op::Key(self.inner.clone(), op))
+            .await
+    }
+}
+
+impl CacheInner {
+    /// Queues an op and waits for its commit. Cancel-safe: if the caller drops this future
+    /// before the op is queued nothing happens; after, the writer still commits (or fails) the
+    /// op as a whole and updates memory itself, only the answer is discarded.
+    pub(crate) async fn send_op(self: Arc<Self>, op: Op) -> Result<Reply, StoreError> {
+        if self.removed.load(Ordering::Acquire) {
+            return Err(StoreError::CacheNotFound(self.def.name.clone()));
+        }
+        send(&self.writer, op).await
+    }
+}
+
+pub(crate) async fn send(writer: &mpsc::Sender<Request>, op: Op) -> Result<Reply, StoreError> {
+    let (tx, rx) = oneshot::channel();
+    writer
+        .send(Request { op, respond: tx })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
+fn unexpected(r: Reply) -> StoreError {
+    // Unreachable by construction (the writer answers each op kind with its reply kind), but a
+    // wrong reply must not panic the connection task.
+    StoreError::Database(format!("internal error: unexpected reply {r:?}"))
+}

@@ -1,0 +1,189 @@
+//! Schema migrations.
+//!
+//! Our own numbered list instead of `sqlx::migrate!`: we need two dialects side by side and a
+//! lock that makes five processes starting at the same instant on an empty database safe
+//! (PostgreSQL `CREATE TABLE IF NOT EXISTS` is not safe under concurrency on its own, it can fail
+//! with a unique violation on the catalog). Every migration runs inside the same transaction as
+//! the bookkeeping row that records it, so a crash mid-migration leaves nothing half-applied.
+
+use sqlx::{Connection, Row as _};
+
+use super::Backend;
+use crate::{now_ms, StoreError};
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// Append only. Never edit a released migration: add a new one.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "caches, entries, meta, change log",
+    sqlite: r#"
+CREATE TABLE ferrod_caches (
+    name TEXT PRIMARY KEY NOT NULL,
+    key_media_type TEXT NOT NULL,
+    value_media_type TEXT NOT NULL,
+    default_lifespan_ms INTEGER NOT NULL,
+    default_max_idle_ms INTEGER NOT NULL,
+    configuration TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE ferrod_entries (
+    cache TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    lifespan_ms INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL,
+    max_idle_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    PRIMARY KEY (cache, key)
+);
+CREATE INDEX ferrod_entries_expires ON ferrod_entries (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE ferrod_meta (
+    name TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
+INSERT INTO ferrod_meta (name, value) VALUES ('version_seq', 0);
+CREATE TABLE ferrod_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    cache TEXT NOT NULL,
+    key BLOB,
+    kind TEXT NOT NULL CHECK (kind IN ('put', 'remove', 'expired', 'clear')),
+    version INTEGER,
+    committed_ms INTEGER NOT NULL
+);
+CREATE INDEX ferrod_changes_committed ON ferrod_changes (committed_ms);
+"#,
+    postgres: r#"
+CREATE TABLE ferrod_caches (
+    name TEXT PRIMARY KEY,
+    key_media_type TEXT NOT NULL,
+    value_media_type TEXT NOT NULL,
+    default_lifespan_ms BIGINT NOT NULL,
+    default_max_idle_ms BIGINT NOT NULL,
+    configuration TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE ferrod_entries (
+    cache TEXT NOT NULL,
+    key BYTEA NOT NULL,
+    value BYTEA NOT NULL,
+    version BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    lifespan_ms BIGINT NOT NULL,
+    last_used_ms BIGINT NOT NULL,
+    max_idle_ms BIGINT NOT NULL,
+    expires_ms BIGINT,
+    PRIMARY KEY (cache, key)
+);
+CREATE INDEX ferrod_entries_expires ON ferrod_entries (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE ferrod_meta (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE SEQUENCE ferrod_version_seq AS BIGINT START WITH 1 MINVALUE 1;
+CREATE TABLE ferrod_changes (
+    seq BIGSERIAL PRIMARY KEY,
+    cache TEXT NOT NULL,
+    key BYTEA,
+    kind TEXT NOT NULL CHECK (kind IN ('put', 'remove', 'expired', 'clear')),
+    version BIGINT,
+    committed_ms BIGINT NOT NULL
+);
+CREATE INDEX ferrod_changes_committed ON ferrod_changes (committed_ms);
+"#,
+}];
+
+/// Arbitrary constant naming ferrod's migration lock among other applications' advisory locks.
+const PG_MIGRATION_LOCK: i64 = 0x6665_7272_6f64_0001;
+
+const CREATE_BOOKKEEPING_SQLITE: &str = "CREATE TABLE IF NOT EXISTS ferrod_schema_migrations (
+    version INTEGER PRIMARY KEY NOT NULL, description TEXT NOT NULL, applied_ms INTEGER NOT NULL)";
+const CREATE_BOOKKEEPING_PG: &str = "CREATE TABLE IF NOT EXISTS ferrod_schema_migrations (
+    version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
+
+pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
+    match backend {
+        Backend::Sqlite(pool) => {
+            let mut conn = pool.acquire().await?;
+            // BEGIN IMMEDIATE takes the database's write lock up front, so concurrent starters
+            // queue on busy_timeout instead of racing to create the same tables.
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query(CREATE_BOOKKEEPING_SQLITE)
+                .execute(&mut *tx)
+                .await?;
+            let applied: Vec<i64> =
+                sqlx::query("SELECT version FROM ferrod_schema_migrations ORDER BY version")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.get::<i64, _>(0))
+                    .collect();
+            check_known(&applied)?;
+            for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+                tracing::info!(version = m.version, "applying migration: {}", m.description);
+                sqlx::raw_sql(m.sqlite).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO ferrod_schema_migrations (version, description, applied_ms) VALUES (?, ?, ?)",
+                )
+                .bind(m.version)
+                .bind(m.description)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Backend::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            let mut tx = conn.begin().await?;
+            // Transaction-scoped advisory lock: released by COMMIT/ROLLBACK, so no code path can
+            // leak it onto a pooled connection.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CREATE_BOOKKEEPING_PG).execute(&mut *tx).await?;
+            let applied: Vec<i64> =
+                sqlx::query("SELECT version FROM ferrod_schema_migrations ORDER BY version")
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.get::<i64, _>(0))
+                    .collect();
+            check_known(&applied)?;
+            for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+                tracing::info!(version = m.version, "applying migration: {}", m.description);
+                sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO ferrod_schema_migrations (version, description, applied_ms) VALUES ($1, $2, $3)",
+                )
+                .bind(m.version)
+                .bind(m.description)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// A database migrated by a newer ferrod may have a schema this binary does not understand;
+/// refusing to start is safer than writing rows the newer version does not expect.
+fn check_known(applied: &[i64]) -> Result<(), StoreError> {
+    let latest = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied.iter().find(|v| **v > latest) {
+        Some(v) => Err(StoreError::Database(format!(
+            "database schema version {v} is newer than this ferrod supports ({latest})"
+        ))),
+        None => Ok(()),
+    }
+}

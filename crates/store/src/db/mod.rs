@@ -1,0 +1,903 @@
+//! SQL access, one small function per statement shape, in both dialects.
+//!
+//! The two backends differ where it matters for speed: SQLite runs in-process, so per-row
+//! prepared statements are cheapest there; PostgreSQL is a network round trip away, so the
+//! batch statements send whole arrays (`UNNEST`/`ANY`) and cost one round trip per statement
+//! shape rather than per key.
+
+pub(crate) mod migrations;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Postgres, Row as _, Sqlite, Transaction};
+
+use crate::entry::{Row, RowMeta};
+use crate::{CacheDef, StoreConfig, StoreError};
+
+/// How many keys go into one `ANY($n)` array. Bounds statement size; PostgreSQL has no hard
+/// limit, but huge arrays make slow plans and big messages.
+const PG_CHUNK: usize = 1000;
+
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// One row of `ferrod_changes`.
+pub(crate) struct Change {
+    pub cache: String,
+    pub key: Option<Bytes>,
+    pub kind: &'static str,
+    pub version: Option<i64>,
+}
+
+/// A max-idle touch to persist: only applied if the row still has `version`, so a touch that
+/// was queued before an overwrite cannot stretch the new entry's lifetime.
+pub(crate) struct Touch {
+    pub key: Bytes,
+    pub version: i64,
+    pub last_used_ms: i64,
+    pub expires_ms: Option<i64>,
+}
+
+/// A row deleted by the expiration sweep.
+pub(crate) struct Swept {
+    pub cache: String,
+    pub key: Bytes,
+    pub version: i64,
+}
+
+pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
+    let url = cfg.database_url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Ok(Backend::Postgres(pool))
+    } else if url.starts_with("sqlite:") {
+        connect_sqlite(url, cfg.busy_timeout).await
+    } else {
+        Err(StoreError::Database(format!(
+            "unsupported database URL (expected sqlite:, postgres:// or postgresql://): {url}"
+        )))
+    }
+}
+
+async fn connect_sqlite(url: &str, busy_timeout: Duration) -> Result<Backend, StoreError> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let opts = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .busy_timeout(busy_timeout)
+        // FULL: a commit is on disk before we acknowledge it, so kill -9 loses nothing acked.
+        .synchronous(SqliteSynchronous::Full);
+    if in_memory {
+        // Every connection to `:memory:` is a separate database: keep exactly one forever.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        return Ok(Backend::Sqlite(pool));
+    }
+    if let Some(parent) = opts.get_filename().parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+    }
+    // Switching to WAL needs an exclusive lock that SQLite does not wait for (busy_timeout does
+    // not apply), so processes starting together can get SQLITE_BUSY here. WAL is persistent in
+    // the file, so one connection retries it and pool connections don't ask for it again.
+    let mut attempt = 0;
+    loop {
+        let res = async {
+            let c =
+                SqliteConnection::connect_with(&opts.clone().journal_mode(SqliteJournalMode::Wal))
+                    .await?;
+            c.close().await
+        }
+        .await;
+        match res {
+            Ok(()) => break,
+            Err(e) if attempt < 100 && is_sqlite_busy(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 + 5 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await?;
+    Ok(Backend::Sqlite(pool))
+}
+
+fn is_sqlite_busy(e: &sqlx::Error) -> bool {
+    match e.as_database_error().and_then(|d| d.code()) {
+        // SQLITE_BUSY (5) and its extended codes (x + 256*k).
+        Some(code) => code.parse::<i64>().map(|c| c & 0xff == 5).unwrap_or(false),
+        None => false,
+    }
+}
+
+/// PostgreSQL errors after which re-running the whole batch is the correct response.
+pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
+    matches!(
+        e.as_database_error().and_then(|d| d.code()).as_deref(),
+        Some("40001") | Some("40P01")
+    )
+}
+
+fn key_slices(keys: &[Bytes]) -> Vec<&[u8]> {
+    keys.iter().map(|k| k.as_ref()).collect()
+}
+
+impl Backend {
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Backend::Sqlite(_))
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            // IMMEDIATE: take the write lock now, so what we read is what we write over.
+            Backend::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Backend::Sqlite(p) => p.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Creates the rows of configured caches that do not exist yet, in one transaction.
+    pub async fn ensure_caches(&self, defs: &[CacheDef], now: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for def in defs {
+            tx.insert_cache(def, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn all_caches(&self) -> Result<Vec<CacheDef>, StoreError> {
+        const SQL: &str = "SELECT name, key_media_type, value_media_type, default_lifespan_ms, \
+            default_max_idle_ms, configuration FROM ferrod_caches ORDER BY name";
+        let defs = match self {
+            Backend::Sqlite(p) => sqlx::query(SQL)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(cache_def_sqlite)
+                .collect::<Result<Vec<_>, _>>()?,
+            Backend::Postgres(p) => sqlx::query(SQL)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(cache_def_pg)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(defs)
+    }
+
+    /// Streams a cache's rows (without loading the table into a Vec first) to `sink`.
+    pub async fn load_entries(
+        &self,
+        cache: &str,
+        mut sink: impl FnMut(Bytes, Row),
+    ) -> Result<(), StoreError> {
+        const SQL_SQLITE: &str = "SELECT key, value, version, created_ms, lifespan_ms, \
+            last_used_ms, max_idle_ms FROM ferrod_entries WHERE cache = ?";
+        const SQL_PG: &str = "SELECT key, value, version, created_ms, lifespan_ms, \
+            last_used_ms, max_idle_ms FROM ferrod_entries WHERE cache = $1";
+        match self {
+            Backend::Sqlite(p) => {
+                let mut rows = sqlx::query(SQL_SQLITE).bind(cache).fetch(p);
+                while let Some(r) = rows.try_next().await? {
+                    let (k, row) = full_row_sqlite(&r)?;
+                    sink(k, row);
+                }
+            }
+            Backend::Postgres(p) => {
+                let mut rows = sqlx::query(SQL_PG).bind(cache).fetch(p);
+                while let Some(r) = rows.try_next().await? {
+                    let (k, row) = full_row_pg(&r)?;
+                    sink(k, row);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cache_def_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<CacheDef, sqlx::Error> {
+    Ok(CacheDef {
+        name: r.try_get(0)?,
+        key_media_type: r.try_get(1)?,
+        value_media_type: r.try_get(2)?,
+        default_lifespan_ms: r.try_get(3)?,
+        default_max_idle_ms: r.try_get(4)?,
+        configuration: r.try_get(5)?,
+    })
+}
+
+fn cache_def_pg(r: &sqlx::postgres::PgRow) -> Result<CacheDef, sqlx::Error> {
+    Ok(CacheDef {
+        name: r.try_get(0)?,
+        key_media_type: r.try_get(1)?,
+        value_media_type: r.try_get(2)?,
+        default_lifespan_ms: r.try_get(3)?,
+        default_max_idle_ms: r.try_get(4)?,
+        configuration: r.try_get(5)?,
+    })
+}
+
+/// Columns: key, value, version, created, lifespan, last_used, max_idle.
+macro_rules! full_row {
+    ($name:ident, $row:ty) => {
+        fn $name(r: &$row) -> Result<(Bytes, Row), sqlx::Error> {
+            let key: Vec<u8> = r.try_get(0)?;
+            let value: Vec<u8> = r.try_get(1)?;
+            Ok((
+                Bytes::from(key),
+                Row {
+                    value: Bytes::from(value),
+                    version: r.try_get(2)?,
+                    created_ms: r.try_get(3)?,
+                    lifespan_ms: r.try_get(4)?,
+                    last_used_ms: r.try_get(5)?,
+                    max_idle_ms: r.try_get(6)?,
+                },
+            ))
+        }
+    };
+}
+full_row!(full_row_sqlite, sqlx::sqlite::SqliteRow);
+full_row!(full_row_pg, sqlx::postgres::PgRow);
+
+/// Columns starting at `i`: version, created, lifespan, last_used, max_idle.
+macro_rules! meta_at {
+    ($name:ident, $row:ty) => {
+        fn $name(r: &$row, i: usize) -> Result<RowMeta, sqlx::Error> {
+            Ok(RowMeta {
+                version: r.try_get(i)?,
+                created_ms: r.try_get(i + 1)?,
+                lifespan_ms: r.try_get(i + 2)?,
+                last_used_ms: r.try_get(i + 3)?,
+                max_idle_ms: r.try_get(i + 4)?,
+            })
+        }
+    };
+}
+meta_at!(meta_sqlite, sqlx::sqlite::SqliteRow);
+meta_at!(meta_pg, sqlx::postgres::PgRow);
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+
+    /// Reads (and on PostgreSQL row-locks, in key order so two processes cannot deadlock on
+    /// the same pair of keys) the metadata of the given keys. `keys` must be sorted and distinct.
+    pub async fn fetch_meta(
+        &mut self,
+        cache: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<(Bytes, RowMeta)>, sqlx::Error> {
+        let mut out = Vec::new();
+        match self {
+            Tx::Sqlite(t) => {
+                for k in keys {
+                    let row = sqlx::query(
+                        "SELECT version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                         FROM ferrod_entries WHERE cache = ? AND key = ?",
+                    )
+                    .bind(cache)
+                    .bind(k.as_ref())
+                    .fetch_optional(&mut **t)
+                    .await?;
+                    if let Some(r) = row {
+                        out.push((k.clone(), meta_sqlite(&r, 0)?));
+                    }
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in keys.chunks(PG_CHUNK) {
+                    let rows = sqlx::query(
+                        "SELECT key, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                         FROM ferrod_entries WHERE cache = $1 AND key = ANY($2) \
+                         ORDER BY key FOR UPDATE",
+                    )
+                    .bind(cache)
+                    .bind(key_slices(chunk))
+                    .fetch_all(&mut **t)
+                    .await?;
+                    for r in &rows {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        out.push((Bytes::from(k), meta_pg(r, 1)?));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn fetch_values(
+        &mut self,
+        cache: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<(Bytes, Bytes)>, sqlx::Error> {
+        let mut out = Vec::new();
+        match self {
+            Tx::Sqlite(t) => {
+                for k in keys {
+                    let row =
+                        sqlx::query("SELECT value FROM ferrod_entries WHERE cache = ? AND key = ?")
+                            .bind(cache)
+                            .bind(k.as_ref())
+                            .fetch_optional(&mut **t)
+                            .await?;
+                    if let Some(r) = row {
+                        let v: Vec<u8> = r.try_get(0)?;
+                        out.push((k.clone(), Bytes::from(v)));
+                    }
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in keys.chunks(PG_CHUNK) {
+                    let rows = sqlx::query(
+                        "SELECT key, value FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
+                    )
+                    .bind(cache)
+                    .bind(key_slices(chunk))
+                    .fetch_all(&mut **t)
+                    .await?;
+                    for r in &rows {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        let v: Vec<u8> = r.try_get(1)?;
+                        out.push((Bytes::from(k), Bytes::from(v)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Allocates `n` ascending versions, all greater than `floor` (the highest version among the
+    /// rows this transaction locked), from the database-wide sequence.
+    pub async fn alloc_versions(&mut self, n: usize, floor: i64) -> Result<Vec<i64>, sqlx::Error> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let n64 = i64::try_from(n).unwrap_or(i64::MAX);
+        match self {
+            Tx::Sqlite(t) => {
+                // The transaction is exclusive, so bumping the counter row is race-free, and
+                // MAX(...) repairs a counter that somehow fell behind the rows.
+                let top: i64 = sqlx::query_scalar(
+                    "UPDATE ferrod_meta SET value = MAX(value, ?) + ? WHERE name = 'version_seq' \
+                     RETURNING value",
+                )
+                .bind(floor.max(0))
+                .bind(n64)
+                .fetch_one(&mut **t)
+                .await?;
+                Ok((top - n64 + 1..=top).collect())
+            }
+            Tx::Postgres(t) => {
+                // Another process may have taken values before ours and committed them to a
+                // row we now hold; such a block is discarded and a fresh one taken (the
+                // sequence only moves forward, so this converges at once in practice).
+                for _ in 0..8 {
+                    let mut v: Vec<i64> = sqlx::query_scalar(
+                        "SELECT nextval('ferrod_version_seq') FROM generate_series(1, $1)",
+                    )
+                    .bind(n64)
+                    .fetch_all(&mut **t)
+                    .await?;
+                    v.sort_unstable();
+                    if v.first().is_some_and(|first| *first > floor) {
+                        return Ok(v);
+                    }
+                }
+                Err(sqlx::Error::Protocol(
+                    "ferrod_version_seq is behind the stored versions; run \
+                     SELECT setval('ferrod_version_seq', (SELECT max(version) FROM ferrod_entries))"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// Inserts rows that the transaction saw as absent. Returns how many were inserted: fewer
+    /// than asked means another process inserted one of these keys after we looked, and the
+    /// caller must re-run the batch (ON CONFLICT DO NOTHING keeps that from aborting the
+    /// transaction or producing two winners).
+    pub async fn insert_rows(
+        &mut self,
+        cache: &str,
+        rows: &[(&Bytes, &Row)],
+    ) -> Result<u64, sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Tx::Sqlite(t) => {
+                let mut n = 0;
+                for (k, r) in rows {
+                    n += sqlx::query(
+                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
+                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cache, key) DO NOTHING",
+                    )
+                    .bind(cache)
+                    .bind(k.as_ref())
+                    .bind(r.value.as_ref())
+                    .bind(r.version)
+                    .bind(r.created_ms)
+                    .bind(r.lifespan_ms)
+                    .bind(r.last_used_ms)
+                    .bind(r.max_idle_ms)
+                    .bind(r.expires_at())
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(n)
+            }
+            Tx::Postgres(t) => {
+                let mut n = 0;
+                for chunk in row_chunks(rows) {
+                    let c = Columns::of(chunk);
+                    n += sqlx::query(
+                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
+                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+                         SELECT $1, * FROM UNNEST($2::bytea[], $3::bytea[], $4::int8[], \
+                         $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+                         ON CONFLICT (cache, key) DO NOTHING",
+                    )
+                    .bind(cache)
+                    .bind(c.keys)
+                    .bind(c.values)
+                    .bind(c.versions)
+                    .bind(c.created)
+                    .bind(c.lifespan)
+                    .bind(c.last_used)
+                    .bind(c.max_idle)
+                    .bind(c.expires)
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    pub async fn update_rows(
+        &mut self,
+        cache: &str,
+        rows: &[(&Bytes, &Row)],
+    ) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Sqlite(t) => {
+                for (k, r) in rows {
+                    sqlx::query(
+                        "UPDATE ferrod_entries SET value = ?, version = ?, created_ms = ?, \
+                         lifespan_ms = ?, last_used_ms = ?, max_idle_ms = ?, expires_ms = ? \
+                         WHERE cache = ? AND key = ?",
+                    )
+                    .bind(r.value.as_ref())
+                    .bind(r.version)
+                    .bind(r.created_ms)
+                    .bind(r.lifespan_ms)
+                    .bind(r.last_used_ms)
+                    .bind(r.max_idle_ms)
+                    .bind(r.expires_at())
+                    .bind(cache)
+                    .bind(k.as_ref())
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in row_chunks(rows) {
+                    let c = Columns::of(chunk);
+                    sqlx::query(
+                        "UPDATE ferrod_entries AS e SET value = u.value, version = u.version, \
+                         created_ms = u.created_ms, lifespan_ms = u.lifespan_ms, \
+                         last_used_ms = u.last_used_ms, max_idle_ms = u.max_idle_ms, \
+                         expires_ms = u.expires_ms \
+                         FROM UNNEST($2::bytea[], $3::bytea[], $4::int8[], $5::int8[], \
+                         $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+                         AS u(key, value, version, created_ms, lifespan_ms, last_used_ms, \
+                         max_idle_ms, expires_ms) \
+                         WHERE e.cache = $1 AND e.key = u.key",
+                    )
+                    .bind(cache)
+                    .bind(c.keys)
+                    .bind(c.values)
+                    .bind(c.versions)
+                    .bind(c.created)
+                    .bind(c.lifespan)
+                    .bind(c.last_used)
+                    .bind(c.max_idle)
+                    .bind(c.expires)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn delete_rows(&mut self, cache: &str, keys: &[Bytes]) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                for k in keys {
+                    sqlx::query("DELETE FROM ferrod_entries WHERE cache = ? AND key = ?")
+                        .bind(cache)
+                        .bind(k.as_ref())
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in keys.chunks(PG_CHUNK) {
+                    sqlx::query("DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)")
+                        .bind(cache)
+                        .bind(key_slices(chunk))
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends to the change log in the given order (sequence numbers follow it).
+    pub async fn insert_changes(
+        &mut self,
+        changes: &[Change],
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                for c in changes {
+                    sqlx::query(
+                        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(c.cache.as_str())
+                    .bind(c.key.as_deref())
+                    .bind(c.kind)
+                    .bind(c.version)
+                    .bind(now)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in changes.chunks(PG_CHUNK) {
+                    let caches: Vec<&str> = chunk.iter().map(|c| c.cache.as_str()).collect();
+                    let keys: Vec<Option<&[u8]>> = chunk.iter().map(|c| c.key.as_deref()).collect();
+                    let kinds: Vec<&str> = chunk.iter().map(|c| c.kind).collect();
+                    let versions: Vec<Option<i64>> = chunk.iter().map(|c| c.version).collect();
+                    sqlx::query(
+                        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+                         SELECT u.cache, u.key, u.kind, u.version, $5 \
+                         FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::int8[]) \
+                         WITH ORDINALITY AS u(cache, key, kind, version, ord) ORDER BY u.ord",
+                    )
+                    .bind(caches)
+                    .bind(keys)
+                    .bind(kinds)
+                    .bind(versions)
+                    .bind(now)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn clear_cache(&mut self, cache: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                sqlx::query("DELETE FROM ferrod_entries WHERE cache = ?")
+                    .bind(cache)
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Tx::Postgres(t) => {
+                sqlx::query("DELETE FROM ferrod_entries WHERE cache = $1")
+                    .bind(cache)
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whether the cache row was deleted.
+    pub async fn delete_cache(&mut self, name: &str) -> Result<bool, sqlx::Error> {
+        self.clear_cache(name).await?;
+        let n = match self {
+            Tx::Sqlite(t) => sqlx::query("DELETE FROM ferrod_caches WHERE name = ?")
+                .bind(name)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(t) => sqlx::query("DELETE FROM ferrod_caches WHERE name = $1")
+                .bind(name)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+        };
+        Ok(n > 0)
+    }
+
+    /// Inserts the cache row unless one exists (then the existing definition wins: another
+    /// process or an earlier run created it first).
+    pub async fn insert_cache(&mut self, def: &CacheDef, now: i64) -> Result<bool, sqlx::Error> {
+        let n = match self {
+            Tx::Sqlite(t) => sqlx::query(
+                "INSERT INTO ferrod_caches (name, key_media_type, value_media_type, \
+                 default_lifespan_ms, default_max_idle_ms, configuration, created_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&def.name)
+            .bind(&def.key_media_type)
+            .bind(&def.value_media_type)
+            .bind(def.default_lifespan_ms)
+            .bind(def.default_max_idle_ms)
+            .bind(&def.configuration)
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+            Tx::Postgres(t) => sqlx::query(
+                "INSERT INTO ferrod_caches (name, key_media_type, value_media_type, \
+                 default_lifespan_ms, default_max_idle_ms, configuration, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&def.name)
+            .bind(&def.key_media_type)
+            .bind(&def.value_media_type)
+            .bind(def.default_lifespan_ms)
+            .bind(def.default_max_idle_ms)
+            .bind(&def.configuration)
+            .bind(now)
+            .execute(&mut **t)
+            .await?
+            .rows_affected(),
+        };
+        Ok(n > 0)
+    }
+
+    pub async fn select_cache(&mut self, name: &str) -> Result<Option<CacheDef>, sqlx::Error> {
+        const COLS: &str = "SELECT name, key_media_type, value_media_type, default_lifespan_ms, \
+            default_max_idle_ms, configuration FROM ferrod_caches";
+        match self {
+            Tx::Sqlite(t) => sqlx::query(&format!("{COLS} WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&mut **t)
+                .await?
+                .map(|r| cache_def_sqlite(&r))
+                .transpose(),
+            Tx::Postgres(t) => sqlx::query(&format!("{COLS} WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&mut **t)
+                .await?
+                .map(|r| cache_def_pg(&r))
+                .transpose(),
+        }
+    }
+
+    /// Full rows of a cache; used when a cache another process created is adopted.
+    pub async fn cache_rows(&mut self, cache: &str) -> Result<Vec<(Bytes, Row)>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => sqlx::query(
+                "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                 FROM ferrod_entries WHERE cache = ?",
+            )
+            .bind(cache)
+            .fetch_all(&mut **t)
+            .await?
+            .iter()
+            .map(full_row_sqlite)
+            .collect(),
+            Tx::Postgres(t) => sqlx::query(
+                "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                 FROM ferrod_entries WHERE cache = $1",
+            )
+            .bind(cache)
+            .fetch_all(&mut **t)
+            .await?
+            .iter()
+            .map(full_row_pg)
+            .collect(),
+        }
+    }
+
+    pub async fn touch(&mut self, cache: &str, touches: &[Touch]) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                for x in touches {
+                    sqlx::query(
+                        "UPDATE ferrod_entries SET last_used_ms = ?, expires_ms = ? \
+                         WHERE cache = ? AND key = ? AND version = ? AND last_used_ms < ?",
+                    )
+                    .bind(x.last_used_ms)
+                    .bind(x.expires_ms)
+                    .bind(cache)
+                    .bind(x.key.as_ref())
+                    .bind(x.version)
+                    .bind(x.last_used_ms)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+            Tx::Postgres(t) => {
+                for chunk in touches.chunks(PG_CHUNK) {
+                    let keys: Vec<&[u8]> = chunk.iter().map(|x| x.key.as_ref()).collect();
+                    let versions: Vec<i64> = chunk.iter().map(|x| x.version).collect();
+                    let used: Vec<i64> = chunk.iter().map(|x| x.last_used_ms).collect();
+                    let expires: Vec<Option<i64>> = chunk.iter().map(|x| x.expires_ms).collect();
+                    sqlx::query(
+                        "UPDATE ferrod_entries AS e SET last_used_ms = u.used, expires_ms = u.exp \
+                         FROM UNNEST($2::bytea[], $3::int8[], $4::int8[], $5::int8[]) \
+                         AS u(key, version, used, exp) \
+                         WHERE e.cache = $1 AND e.key = u.key AND e.version = u.version \
+                         AND e.last_used_ms < u.used",
+                    )
+                    .bind(cache)
+                    .bind(keys)
+                    .bind(versions)
+                    .bind(used)
+                    .bind(expires)
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` rows that expired at or before `now`, returning what went.
+    pub async fn sweep(&mut self, now: i64, limit: i64) -> Result<Vec<Swept>, sqlx::Error> {
+        fn get<R: sqlx::Row>(r: &R) -> Result<Swept, sqlx::Error>
+        where
+            for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            for<'a> Vec<u8>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            usize: sqlx::ColumnIndex<R>,
+        {
+            let key: Vec<u8> = r.try_get(1usize)?;
+            Ok(Swept {
+                cache: r.try_get(0usize)?,
+                key: Bytes::from(key),
+                version: r.try_get(2usize)?,
+            })
+        }
+        match self {
+            Tx::Sqlite(t) => sqlx::query(
+                "DELETE FROM ferrod_entries WHERE rowid IN (SELECT rowid FROM ferrod_entries \
+                 WHERE expires_ms <= ?1 LIMIT ?2) RETURNING cache, key, version",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **t)
+            .await?
+            .iter()
+            .map(get)
+            .collect(),
+            Tx::Postgres(t) => sqlx::query(
+                "DELETE FROM ferrod_entries WHERE (cache, key) IN (SELECT cache, key \
+                 FROM ferrod_entries WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 AND expires_ms <= $1 RETURNING cache, key, version",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **t)
+            .await?
+            .iter()
+            .map(get)
+            .collect(),
+        }
+    }
+
+    pub async fn prune_changes(&mut self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        Ok(match self {
+            Tx::Sqlite(t) => sqlx::query("DELETE FROM ferrod_changes WHERE committed_ms < ?")
+                .bind(before_ms)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(t) => sqlx::query("DELETE FROM ferrod_changes WHERE committed_ms < $1")
+                .bind(before_ms)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+        })
+    }
+}
+
+/// Splits rows for PostgreSQL array statements so that no single message carries more than
+/// `PG_CHUNK` rows or (beyond its first row) about 16 MiB of values: the protocol caps a message
+/// at 1 GiB and a huge message also makes the server allocate it whole.
+fn row_chunks<'r, 'a>(rows: &'r [(&'a Bytes, &'a Row)]) -> Vec<&'r [(&'a Bytes, &'a Row)]> {
+    const MAX_BYTES: usize = 16 * 1024 * 1024;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, (k, r)) in rows.iter().enumerate() {
+        let size = k.len() + r.value.len();
+        if i > start && (i - start >= PG_CHUNK || bytes + size > MAX_BYTES) {
+            out.push(&rows[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// Column arrays for the PostgreSQL `UNNEST` statements.
+struct Columns<'a> {
+    keys: Vec<&'a [u8]>,
+    values: Vec<&'a [u8]>,
+    versions: Vec<i64>,
+    created: Vec<i64>,
+    lifespan: Vec<i64>,
+    last_used: Vec<i64>,
+    max_idle: Vec<i64>,
+    expires: Vec<Option<i64>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [(&'a Bytes, &'a Row)]) -> Self {
+        Columns {
+            keys: rows.iter().map(|(k, _)| k.as_ref()).collect(),
+            values: rows.iter().map(|(_, r)| r.value.as_ref()).collect(),
+            versions: rows.iter().map(|(_, r)| r.version).collect(),
+            created: rows.iter().map(|(_, r)| r.created_ms).collect(),
+            lifespan: rows.iter().map(|(_, r)| r.lifespan_ms).collect(),
+            last_used: rows.iter().map(|(_, r)| r.last_used_ms).collect(),
+            max_idle: rows.iter().map(|(_, r)| r.max_idle_ms).collect(),
+            expires: rows.iter().map(|(_, r)| r.expires_at()).collect(),
+        }
+    }
+}

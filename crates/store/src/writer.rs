@@ -1,0 +1,802 @@
+//! The single writer: group commit, conditional decisions in SQL, memory mirroring.
+//!
+//! Why one writer per store: SQLite allows one writer anyway, and on PostgreSQL one task that
+//! drains a queue into one transaction turns N client writes into one commit (one fsync), which
+//! is what makes durable throughput approach what the database can commit. FIFO order of the
+//! queue is the order ops take effect, also between ops of the same batch.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::{Cache, CacheInner};
+use crate::db::{self, Change, Touch};
+use crate::entry::{Entry, Row, RowMeta};
+use crate::store::Core;
+use crate::{
+    now_ms, CacheDef, EntrySnapshot, PutIfAbsentOutcome, RemoveOutcome, ReplaceOutcome, StoreError,
+    VersionedOutcome,
+};
+
+/// Payload bound of one batch, so one transaction (and the memory it pins) stays modest.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How often a batch is re-run after a serialization failure, deadlock or lost insert race.
+const MAX_ATTEMPTS: u32 = 6;
+/// Expired rows deleted per maintenance transaction; the reaper repeats while it gets a full one.
+pub(crate) const SWEEP_LIMIT: usize = 1000;
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub respond: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+pub(crate) enum Op {
+    /// Batchable.
+    Key(Arc<CacheInner>, KeyOp),
+    /// The rest run in a transaction of their own: they are rare and touch whole caches.
+    Clear(Arc<CacheInner>),
+    CreateCache(CacheDef),
+    RemoveCache(String),
+    Maintenance,
+    Shutdown,
+}
+
+/// Expirations are already resolved against the cache defaults (-1 = never).
+pub(crate) enum KeyOp {
+    Put {
+        key: Bytes,
+        value: Bytes,
+        lifespan: i64,
+        max_idle: i64,
+    },
+    PutIfAbsent {
+        key: Bytes,
+        value: Bytes,
+        lifespan: i64,
+        max_idle: i64,
+    },
+    Replace {
+        key: Bytes,
+        value: Bytes,
+        lifespan: i64,
+        max_idle: i64,
+    },
+    ReplaceIfVersion {
+        key: Bytes,
+        version: i64,
+        value: Bytes,
+        lifespan: i64,
+        max_idle: i64,
+    },
+    Remove {
+        key: Bytes,
+    },
+    RemoveIfVersion {
+        key: Bytes,
+        version: i64,
+    },
+    PutAll {
+        entries: Vec<(Bytes, Bytes)>,
+        lifespan: i64,
+        max_idle: i64,
+    },
+}
+
+impl KeyOp {
+    fn keys(&self) -> Box<dyn Iterator<Item = &Bytes> + '_> {
+        match self {
+            KeyOp::Put { key, .. }
+            | KeyOp::PutIfAbsent { key, .. }
+            | KeyOp::Replace { key, .. }
+            | KeyOp::ReplaceIfVersion { key, .. }
+            | KeyOp::Remove { key }
+            | KeyOp::RemoveIfVersion { key, .. } => Box::new(std::iter::once(key)),
+            KeyOp::PutAll { entries, .. } => Box::new(entries.iter().map(|(k, _)| k)),
+        }
+    }
+
+    /// Upper bound of versions this op can consume.
+    fn versions_needed(&self) -> usize {
+        match self {
+            KeyOp::Remove { .. } | KeyOp::RemoveIfVersion { .. } => 0,
+            KeyOp::PutAll { entries, .. } => entries.len(),
+            _ => 1,
+        }
+    }
+
+    /// (ops, bytes) weight for the batch bounds.
+    fn weight(&self) -> (usize, usize) {
+        match self {
+            KeyOp::Put { key, value, .. }
+            | KeyOp::PutIfAbsent { key, value, .. }
+            | KeyOp::Replace { key, value, .. }
+            | KeyOp::ReplaceIfVersion { key, value, .. } => (1, key.len() + value.len()),
+            KeyOp::Remove { key } | KeyOp::RemoveIfVersion { key, .. } => (1, key.len()),
+            KeyOp::PutAll { entries, .. } => (
+                entries.len().max(1),
+                entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Put(Option<EntrySnapshot>),
+    PutIfAbsent(PutIfAbsentOutcome),
+    Replace(ReplaceOutcome),
+    Versioned(VersionedOutcome),
+    Remove(RemoveOutcome),
+    Unit,
+    Cache(Cache),
+    Removed(bool),
+    Maintenance { swept: usize },
+}
+
+enum BatchError {
+    /// Re-running the batch from scratch is expected to succeed.
+    Retry(String),
+    Fatal(String),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        if db::is_retryable(&e) {
+            BatchError::Retry(e.to_string())
+        } else {
+            BatchError::Fatal(e.to_string())
+        }
+    }
+}
+
+pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        if !matches!(first.op, Op::Key(..)) {
+            let stop = matches!(first.op, Op::Shutdown);
+            run_solo(&core, first).await;
+            if stop {
+                // Dropping the receiver makes every later submit fail fast with Closed.
+                return;
+            }
+            continue;
+        }
+        let mut batch = Vec::new();
+        let (mut ops, mut bytes) = (0usize, 0usize);
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            if let Op::Key(_, op) = &req.op {
+                let (o, b) = op.weight();
+                ops += o;
+                bytes += b;
+            }
+            batch.push(req);
+            if ops >= core.max_batch_ops || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(r) if matches!(r.op, Op::Key(..)) => next = Some(r),
+                Ok(r) => carry = Some(r),
+                Err(_) => {}
+            }
+        }
+        run_batch(&core, batch).await;
+    }
+}
+
+async fn run_batch(core: &Core, batch: Vec<Request>) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match execute(core, &batch).await {
+            Ok(done) => {
+                core.metrics
+                    .transactions_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                core.metrics
+                    .ops_committed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                apply(batch, done);
+                return;
+            }
+            Err(BatchError::Retry(why)) if attempt < MAX_ATTEMPTS => {
+                core.metrics.batches_retried.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(attempt, "retrying write batch: {why}");
+                tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
+            }
+            Err(BatchError::Retry(why)) | Err(BatchError::Fatal(why)) => {
+                core.metrics
+                    .transactions_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(ops = batch.len(), "write batch failed: {why}");
+                for req in batch {
+                    let _ = req.respond.send(Err(StoreError::Database(why.clone())));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// What the transaction found and left for one key.
+struct Slot {
+    /// Whether SQL has a row (possibly expired) for the key right now, inside the transaction.
+    db_exists: bool,
+    /// The physical row as of the ops evaluated so far (expired rows included).
+    cur: Option<Row>,
+    changed: bool,
+}
+
+struct Done {
+    caches: Vec<Arc<CacheInner>>,
+    slots: HashMap<(usize, Bytes), Slot>,
+    replies: Vec<Result<Reply, StoreError>>,
+}
+
+/// Runs one attempt of a batch in one transaction. Memory is not touched here: if anything
+/// fails, dropping the transaction rolls it back and memory still equals SQL.
+async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
+    let mut caches: Vec<Arc<CacheInner>> = Vec::new();
+    let mut cache_of: Vec<Option<usize>> = Vec::with_capacity(batch.len());
+    for req in batch {
+        cache_of.push(match &req.op {
+            Op::Key(c, _) => Some(match caches.iter().position(|x| Arc::ptr_eq(x, c)) {
+                Some(i) => i,
+                None => {
+                    caches.push(c.clone());
+                    caches.len() - 1
+                }
+            }),
+            _ => None,
+        });
+    }
+    let mut keys: Vec<BTreeSet<Bytes>> = vec![BTreeSet::new(); caches.len()];
+    let mut versions_needed = 0usize;
+    for (req, ci) in batch.iter().zip(&cache_of) {
+        if let (Op::Key(c, op), Some(ci)) = (&req.op, ci) {
+            if !c.removed.load(Ordering::Acquire) {
+                keys[*ci].extend(op.keys().cloned());
+                versions_needed += op.versions_needed();
+            }
+        }
+    }
+
+    let mut tx = core.backend.begin().await?;
+    // Lock rows in one global order (cache name, then key) so that two processes writing the
+    // same keys wait for each other instead of deadlocking. Evaluation order stays FIFO.
+    let mut order: Vec<usize> = (0..caches.len()).collect();
+    order.sort_by(|a, b| caches[*a].def.name.cmp(&caches[*b].def.name));
+    let mut slots: HashMap<(usize, Bytes), Slot> = HashMap::new();
+    let mut floor = 0i64;
+    for ci in order {
+        let cache = &caches[ci];
+        let ks: Vec<Bytes> = keys[ci].iter().cloned().collect();
+        if ks.is_empty() {
+            continue;
+        }
+        let metas = tx.fetch_meta(&cache.def.name, &ks).await?;
+        let mut rows: HashMap<Bytes, Row> = HashMap::with_capacity(metas.len());
+        let mut unresolved: HashMap<Bytes, RowMeta> = HashMap::new();
+        for (k, m) in metas {
+            floor = floor.max(m.version);
+            // Versions are unique database-wide, so the same version means the same value:
+            // take it from memory instead of reading a possibly large value back from SQL.
+            // Memory may also hold a more recent max-idle touch not yet flushed to SQL.
+            let mem = cache
+                .map
+                .get(&k[..])
+                .filter(|e| e.version == m.version)
+                .map(|e| (e.value.clone(), e.last_used_ms.load(Ordering::Relaxed)));
+            match mem {
+                Some((v, used)) => {
+                    let mut row = m.with_value(v);
+                    row.last_used_ms = row.last_used_ms.max(used);
+                    rows.insert(k, row);
+                }
+                None => {
+                    unresolved.insert(k, m);
+                }
+            }
+        }
+        if !unresolved.is_empty() {
+            let need: Vec<Bytes> = unresolved.keys().cloned().collect();
+            for (k, v) in tx.fetch_values(&cache.def.name, &need).await? {
+                if let Some(m) = unresolved.remove(&k) {
+                    rows.insert(k, m.with_value(v));
+                }
+            }
+            if !unresolved.is_empty() {
+                // Only possible if a row vanished between two statements of this transaction,
+                // i.e. it was not locked as we expected: start over.
+                return Err(BatchError::Retry("row disappeared during batch".into()));
+            }
+        }
+        for k in ks {
+            let cur = rows.remove(&k);
+            slots.insert(
+                (ci, k),
+                Slot {
+                    db_exists: cur.is_some(),
+                    cur,
+                    changed: false,
+                },
+            );
+        }
+    }
+
+    let versions = tx.alloc_versions(versions_needed, floor).await?;
+    // `now` is taken after the locks are held, so expiry is judged at the moment of decision.
+    let mut ev = Eval {
+        now: now_ms(),
+        versions: versions.into_iter(),
+        slots,
+        changes: Vec::new(),
+    };
+    let mut replies = Vec::with_capacity(batch.len());
+    for (req, ci) in batch.iter().zip(&cache_of) {
+        let reply = match (&req.op, ci) {
+            (Op::Key(c, _), _) if c.removed.load(Ordering::Acquire) => {
+                Err(StoreError::CacheNotFound(c.def.name.clone()))
+            }
+            (Op::Key(c, op), Some(ci)) => Ok(ev.eval(*ci, &c.def.name, op)?),
+            _ => Err(StoreError::Database(
+                "internal error: non-key op in batch".into(),
+            )),
+        };
+        replies.push(reply);
+    }
+
+    for (ci, cache) in caches.iter().enumerate() {
+        let mut inserts: Vec<(&Bytes, &Row)> = Vec::new();
+        let mut updates: Vec<(&Bytes, &Row)> = Vec::new();
+        let mut deletes: Vec<Bytes> = Vec::new();
+        for ((c, k), s) in ev.slots.iter().filter(|((c, _), s)| *c == ci && s.changed) {
+            debug_assert_eq!(*c, ci);
+            match (&s.cur, s.db_exists) {
+                (Some(r), true) => updates.push((k, r)),
+                (Some(r), false) => inserts.push((k, r)),
+                (None, true) => deletes.push(k.clone()),
+                (None, false) => {}
+            }
+        }
+        let name = &cache.def.name;
+        tx.delete_rows(name, &deletes).await?;
+        tx.update_rows(name, &updates).await?;
+        let inserted = tx.insert_rows(name, &inserts).await?;
+        if inserted != inserts.len() as u64 {
+            // Another process inserted one of these keys after we saw it absent. Our decision
+            // for it is void; re-running sees (and locks) their row.
+            return Err(BatchError::Retry(
+                "concurrent insert of the same key".into(),
+            ));
+        }
+    }
+    let now = ev.now;
+    tx.insert_changes(&ev.changes, now).await?;
+    tx.commit().await?;
+    Ok(Done {
+        caches,
+        slots: ev.slots,
+        replies,
+    })
+}
+
+/// Decides ops against the rows read in the transaction plus the effects of earlier ops of the
+/// same batch.
+struct Eval {
+    now: i64,
+    versions: std::vec::IntoIter<i64>,
+    slots: HashMap<(usize, Bytes), Slot>,
+    changes: Vec<Change>,
+}
+
+impl Eval {
+    fn slot(&mut self, ci: usize, key: &Bytes) -> Result<&mut Slot, BatchError> {
+        self.slots
+            .get_mut(&(ci, key.clone()))
+            .ok_or_else(|| BatchError::Fatal("internal error: key not prefetched".into()))
+    }
+
+    /// The entry as clients see it: absent if expired.
+    fn live(&mut self, ci: usize, key: &Bytes) -> Result<Option<EntrySnapshot>, BatchError> {
+        let now = self.now;
+        Ok(self
+            .slot(ci, key)?
+            .cur
+            .as_ref()
+            .filter(|r| !r.is_expired(now))
+            .map(Row::snapshot))
+    }
+
+    fn store(
+        &mut self,
+        ci: usize,
+        cache: &str,
+        key: &Bytes,
+        value: &Bytes,
+        lifespan: i64,
+        max_idle: i64,
+    ) -> Result<(), BatchError> {
+        let version = self
+            .versions
+            .next()
+            .ok_or_else(|| BatchError::Fatal("internal error: versions exhausted".into()))?;
+        let now = self.now;
+        let slot = self.slot(ci, key)?;
+        slot.cur = Some(Row {
+            value: value.clone(),
+            version,
+            created_ms: now,
+            lifespan_ms: lifespan,
+            last_used_ms: now,
+            max_idle_ms: max_idle,
+        });
+        slot.changed = true;
+        self.changes.push(Change {
+            cache: cache.to_string(),
+            key: Some(key.clone()),
+            kind: "put",
+            version: Some(version),
+        });
+        Ok(())
+    }
+
+    fn delete(&mut self, ci: usize, cache: &str, key: &Bytes) -> Result<(), BatchError> {
+        let slot = self.slot(ci, key)?;
+        let version = slot.cur.as_ref().map(|r| r.version);
+        slot.cur = None;
+        slot.changed = true;
+        self.changes.push(Change {
+            cache: cache.to_string(),
+            key: Some(key.clone()),
+            kind: "remove",
+            version,
+        });
+        Ok(())
+    }
+
+    fn eval(&mut self, ci: usize, cache: &str, op: &KeyOp) -> Result<Reply, BatchError> {
+        Ok(match op {
+            KeyOp::Put {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            } => {
+                let prev = self.live(ci, key)?;
+                self.store(ci, cache, key, value, *lifespan, *max_idle)?;
+                Reply::Put(prev)
+            }
+            KeyOp::PutIfAbsent {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            } => match self.live(ci, key)? {
+                Some(cur) => Reply::PutIfAbsent(PutIfAbsentOutcome::Present(cur)),
+                None => {
+                    self.store(ci, cache, key, value, *lifespan, *max_idle)?;
+                    Reply::PutIfAbsent(PutIfAbsentOutcome::Stored)
+                }
+            },
+            KeyOp::Replace {
+                key,
+                value,
+                lifespan,
+                max_idle,
+            } => match self.live(ci, key)? {
+                None => Reply::Replace(ReplaceOutcome::Missing),
+                Some(prev) => {
+                    self.store(ci, cache, key, value, *lifespan, *max_idle)?;
+                    Reply::Replace(ReplaceOutcome::Replaced(prev))
+                }
+            },
+            KeyOp::ReplaceIfVersion {
+                key,
+                version,
+                value,
+                lifespan,
+                max_idle,
+            } => match self.live(ci, key)? {
+                None => Reply::Versioned(VersionedOutcome::Missing),
+                Some(cur) if cur.version != *version => {
+                    Reply::Versioned(VersionedOutcome::Mismatch(cur))
+                }
+                Some(prev) => {
+                    self.store(ci, cache, key, value, *lifespan, *max_idle)?;
+                    Reply::Versioned(VersionedOutcome::Done(prev))
+                }
+            },
+            KeyOp::Remove { key } => match self.live(ci, key)? {
+                None => Reply::Remove(RemoveOutcome::Missing),
+                Some(prev) => {
+                    self.delete(ci, cache, key)?;
+                    Reply::Remove(RemoveOutcome::Removed(prev))
+                }
+            },
+            KeyOp::RemoveIfVersion { key, version } => match self.live(ci, key)? {
+                None => Reply::Versioned(VersionedOutcome::Missing),
+                Some(cur) if cur.version != *version => {
+                    Reply::Versioned(VersionedOutcome::Mismatch(cur))
+                }
+                Some(prev) => {
+                    self.delete(ci, cache, key)?;
+                    Reply::Versioned(VersionedOutcome::Done(prev))
+                }
+            },
+            KeyOp::PutAll {
+                entries,
+                lifespan,
+                max_idle,
+            } => {
+                for (key, value) in entries {
+                    self.store(ci, cache, key, value, *lifespan, *max_idle)?;
+                }
+                Reply::Unit
+            }
+        })
+    }
+}
+
+/// Mirrors a committed batch into memory, then answers. Every key the batch read is set to what
+/// SQL holds now, also keys no op changed: if another process had changed one, memory catches
+/// up here (this is the "refresh after a failed conditional write" that lets clients' read /
+/// replace-with-version loops converge).
+fn apply(batch: Vec<Request>, done: Done) {
+    for ((ci, key), slot) in done.slots {
+        let cache = &done.caches[ci];
+        match slot.cur {
+            Some(row) => {
+                let stale = slot.changed
+                    || cache
+                        .map
+                        .get(&key[..])
+                        .is_none_or(|e| e.version != row.version);
+                if stale {
+                    cache
+                        .map
+                        .insert(Bytes::copy_from_slice(&key), Entry::from_row(&row));
+                }
+            }
+            None => {
+                cache.map.remove(&key[..]);
+                cache.dirty.remove(&key[..]);
+            }
+        }
+    }
+    for (req, reply) in batch.into_iter().zip(done.replies) {
+        if let (Op::Key(cache, op), Ok(reply)) = (&req.op, &reply) {
+            count(cache, op, reply);
+        }
+        // The caller may be gone (client disconnected); the op is committed regardless.
+        let _ = req.respond.send(reply);
+    }
+}
+
+fn count(cache: &CacheInner, op: &KeyOp, reply: &Reply) {
+    let c = &cache.counters;
+    let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
+        a.fetch_add(n, Ordering::Relaxed);
+    };
+    match (op, reply) {
+        (KeyOp::Put { .. }, _)
+        | (_, Reply::PutIfAbsent(PutIfAbsentOutcome::Stored))
+        | (_, Reply::Replace(ReplaceOutcome::Replaced(_)))
+        | (KeyOp::ReplaceIfVersion { .. }, Reply::Versioned(VersionedOutcome::Done(_))) => {
+            add(&c.stores, 1)
+        }
+        (KeyOp::PutAll { entries, .. }, _) => add(&c.stores, entries.len() as u64),
+        (_, Reply::Remove(RemoveOutcome::Removed(_)))
+        | (KeyOp::RemoveIfVersion { .. }, Reply::Versioned(VersionedOutcome::Done(_))) => {
+            add(&c.remove_hits, 1)
+        }
+        (_, Reply::Remove(RemoveOutcome::Missing))
+        | (KeyOp::RemoveIfVersion { .. }, Reply::Versioned(VersionedOutcome::Missing)) => {
+            add(&c.remove_misses, 1)
+        }
+        _ => {}
+    }
+}
+
+async fn run_solo(core: &Core, req: Request) {
+    let result = match &req.op {
+        Op::Clear(cache) => clear(core, cache).await,
+        Op::CreateCache(def) => create_cache(core, def).await,
+        Op::RemoveCache(name) => remove_cache(core, name).await,
+        Op::Maintenance => maintenance(core).await,
+        Op::Shutdown => Ok(Reply::Unit),
+        Op::Key(..) => Err(StoreError::Database(
+            "internal error: key op run alone".into(),
+        )),
+    };
+    match &result {
+        Ok(_) if !matches!(req.op, Op::Shutdown) => {
+            core.metrics
+                .transactions_committed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(StoreError::Database(why)) => {
+            core.metrics
+                .transactions_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("store operation failed: {why}");
+        }
+        _ => {}
+    }
+    let _ = req.respond.send(result);
+}
+
+async fn clear(core: &Core, cache: &Arc<CacheInner>) -> Result<Reply, StoreError> {
+    if cache.removed.load(Ordering::Acquire) {
+        return Err(StoreError::CacheNotFound(cache.def.name.clone()));
+    }
+    let mut tx = core.backend.begin().await?;
+    tx.clear_cache(&cache.def.name).await?;
+    tx.insert_changes(
+        &[Change {
+            cache: cache.def.name.clone(),
+            key: None,
+            kind: "clear",
+            version: None,
+        }],
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    cache.map.clear();
+    cache.dirty.clear();
+    Ok(Reply::Unit)
+}
+
+async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> {
+    if let Some(c) = core.cache(&def.name) {
+        return Ok(Reply::Cache(c));
+    }
+    let mut tx = core.backend.begin().await?;
+    let inserted = tx.insert_cache(def, now_ms()).await?;
+    // If another process created it first, its definition (and rows) are the truth.
+    let (actual, rows) = if inserted {
+        (def.clone(), Vec::new())
+    } else {
+        let actual = tx
+            .select_cache(&def.name)
+            .await?
+            .unwrap_or_else(|| def.clone());
+        let rows = tx.cache_rows(&def.name).await?;
+        (actual, rows)
+    };
+    tx.commit().await?;
+    let cache = Cache::new(actual, core.writer_tx.clone(), core.max_value_bytes);
+    let now = now_ms();
+    for (k, row) in rows {
+        if !row.is_expired(now) {
+            cache.inner.map.insert(k, Entry::from_row(&row));
+        }
+    }
+    core.registry_write()
+        .insert(def.name.clone(), cache.clone());
+    Ok(Reply::Cache(cache))
+}
+
+async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
+    let mut tx = core.backend.begin().await?;
+    let deleted = tx.delete_cache(name).await?;
+    tx.insert_changes(
+        &[Change {
+            cache: name.to_string(),
+            key: None,
+            kind: "clear",
+            version: None,
+        }],
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    let known = core.registry_write().remove(name);
+    if let Some(c) = &known {
+        c.inner.removed.store(true, Ordering::Release);
+        c.inner.map.clear();
+        c.inner.dirty.clear();
+    }
+    Ok(Reply::Removed(deleted || known.is_some()))
+}
+
+/// Flushes max-idle touches, deletes expired rows (recording `expired` changes) and prunes the
+/// change log, in one transaction.
+async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
+    let caches: Vec<Cache> = core.registry_read().values().cloned().collect();
+    let mut touches: Vec<(Cache, Vec<Touch>)> = Vec::new();
+    for cache in caches {
+        let inner = &cache.inner;
+        let keys: Vec<Bytes> = inner.dirty.iter().map(|k| k.clone()).collect();
+        let mut list = Vec::with_capacity(keys.len());
+        for k in keys {
+            // Remove before reading: a touch racing with us re-marks the key and is flushed
+            // next time instead of being lost.
+            inner.dirty.remove(&k);
+            if let Some(e) = inner.map.get(&k) {
+                let last_used = e.last_used_ms.load(Ordering::Relaxed);
+                list.push(Touch {
+                    version: e.version,
+                    last_used_ms: last_used,
+                    expires_ms: crate::entry::expires_at(
+                        e.created_ms,
+                        e.lifespan_ms,
+                        last_used,
+                        e.max_idle_ms,
+                    ),
+                    key: k.clone(),
+                });
+            }
+        }
+        if !list.is_empty() {
+            touches.push((cache, list));
+        }
+    }
+
+    let result = async {
+        let mut tx = core.backend.begin().await?;
+        for (cache, list) in &touches {
+            tx.touch(cache.name(), list).await?;
+        }
+        let now = now_ms();
+        let swept = tx.sweep(now, SWEEP_LIMIT as i64).await?;
+        let changes: Vec<Change> = swept
+            .iter()
+            .map(|s| Change {
+                cache: s.cache.clone(),
+                key: Some(s.key.clone()),
+                kind: "expired",
+                version: Some(s.version),
+            })
+            .collect();
+        tx.insert_changes(&changes, now).await?;
+        let retention = i64::try_from(core.changelog_retention.as_millis()).unwrap_or(i64::MAX);
+        tx.prune_changes(now.saturating_sub(retention)).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(swept)
+    }
+    .await;
+
+    match result {
+        Ok(swept) => {
+            let flushed: usize = touches.iter().map(|(_, l)| l.len()).sum();
+            core.metrics
+                .touches_flushed
+                .fetch_add(flushed as u64, Ordering::Relaxed);
+            core.metrics
+                .entries_expired
+                .fetch_add(swept.len() as u64, Ordering::Relaxed);
+            let n = swept.len();
+            for s in swept {
+                if let Some(c) = core.cache(&s.cache) {
+                    c.inner
+                        .map
+                        .remove_if(&s.key[..], |_, e| e.version == s.version);
+                    c.inner.dirty.remove(&s.key[..]);
+                }
+            }
+            Ok(Reply::Maintenance { swept: n })
+        }
+        Err(e) => {
+            // Keep the touches for the next attempt.
+            for (cache, list) in touches {
+                for t in list {
+                    cache.inner.dirty.insert(t.key);
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
