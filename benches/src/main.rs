@@ -18,7 +18,7 @@ use ferrod_codec::{expiration, Expiration, ResponseBody};
 use tokio::time::Instant;
 
 use crate::conn::{Shared, Window};
-use crate::mix::Mix;
+use crate::mix::{Mix, OpKind};
 use crate::rng::Rng;
 use crate::stats::{Latency, Report, Stats};
 
@@ -198,6 +198,10 @@ async fn run(args: Args) -> Result<(), String> {
         _ => {}
     }
 
+    let reads = [OpKind::Get, OpKind::GetMeta, OpKind::Replace];
+    if !args.preload && !args.json && reads.iter().any(|&k| args.mix.contains(k)) {
+        eprintln!("ferrod-load: reading keys that may not exist; --preload puts every key first");
+    }
     let connections = args.connections as usize;
     let mut preload_s = None;
     let mut preload_rate = None;
@@ -301,7 +305,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("fast").is_err());
