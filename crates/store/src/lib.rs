@@ -266,3 +266,33 @@ pub(crate) fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(b: &crate::db::Backend) {
+        assert_send(crate::db::migrations::run(b));
+        assert_send(b.ensure_caches(&[], 0));
+        assert_send(b.all_caches());
+        assert_send(b.load_entries("x", |_, _| {}));
+        assert_send(crate::db::connect(&crate::StoreConfig::default()));
+    }
+    #[allow(dead_code)]
+    fn api_futures_are_send(s: &crate::Store, c: &crate::Cache) {
+        let (k, e) = (crate::Bytes::new(), crate::Expiration::DEFAULT);
+        assert_send(crate::Store::open(crate::StoreConfig::default()));
+        assert_send(s.get_or_create_cache(crate::CacheDef::new("x")));
+        assert_send(s.remove_cache("x"));
+        assert_send(s.shutdown());
+        assert_send(s.run_maintenance());
+        assert_send(c.put(k.clone(), k.clone(), e));
+        assert_send(c.put_if_absent(k.clone(), k.clone(), e));
+        assert_send(c.replace(k.clone(), k.clone(), e));
+        assert_send(c.replace_if_version(k.clone(), 1, k.clone(), e));
+        assert_send(c.remove(k.clone()));
+        assert_send(c.remove_if_version(k.clone(), 1));
+        assert_send(c.put_all(vec![], e));
+        assert_send(c.clear());
+    }
+}

@@ -128,7 +128,7 @@ pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
             check_known(&applied)?;
             for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
                 tracing::info!(version = m.version, "applying migration: {}", m.description);
-                sqlx::raw_sql(m.sqlite).execute(&mut *tx).await?;
+                sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(m.sqlite)).await?;
                 sqlx::query(
                     "INSERT INTO ferrod_schema_migrations (version, description, applied_ms) VALUES (?, ?, ?)",
                 )
@@ -160,7 +160,7 @@ pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
             check_known(&applied)?;
             for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
                 tracing::info!(version = m.version, "applying migration: {}", m.description);
-                sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
+                sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(m.postgres)).await?;
                 sqlx::query(
                     "INSERT INTO ferrod_schema_migrations (version, description, applied_ms) VALUES ($1, $2, $3)",
                 )

@@ -1,0 +1,265 @@
+//! Restart, migrations under concurrent startup, failing transactions. See tests/common/mod.rs
+//! for how the suite gets a PostgreSQL database (env FERROD_TEST_PG_URL).
+mod common;
+
+use std::time::Duration;
+
+use common::{sleep_ms, TestDb};
+use ferrod_store::*;
+use sqlx::Connection;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+const IMM: Expiration = Expiration::IMMORTAL;
+
+both_backends!(
+    reopen_restores_everything,
+    acknowledged_writes_visible_without_shutdown,
+    concurrent_open_on_empty_database,
+    failing_batch_leaves_memory_unchanged,
+);
+
+async fn reopen_restores_everything(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    c.put(b("imm"), b("1"), IMM).await.unwrap();
+    c.put(
+        b("life"),
+        b("2"),
+        Expiration::new(Expiry::Millis(60_000), Expiry::Infinite),
+    )
+    .await
+    .unwrap();
+    c.put(
+        b("idle"),
+        b("3"),
+        Expiration::new(Expiry::Infinite, Expiry::Millis(60_000)),
+    )
+    .await
+    .unwrap();
+    c.put(
+        b("both"),
+        b("4"),
+        Expiration::new(Expiry::Millis(120_000), Expiry::Millis(30_000)),
+    )
+    .await
+    .unwrap();
+    c.put(
+        b("short"),
+        b("5"),
+        Expiration::new(Expiry::Millis(100), Expiry::Infinite),
+    )
+    .await
+    .unwrap();
+    let bin = Bytes::from((0..=255u8).collect::<Vec<_>>());
+    c.put(bin.clone(), bin.clone(), IMM).await.unwrap();
+    c.put(b("gone"), b("x"), IMM).await.unwrap();
+    c.remove(b("gone")).await.unwrap();
+    sleep_ms(50).await;
+    // touch the max-idle entries: the restart must keep the restarted idle clock
+    c.get(b"idle").unwrap();
+    c.get(b"both").unwrap();
+    let keys = [b("imm"), b("life"), b("idle"), b("both"), bin.clone()];
+    let before: Vec<EntrySnapshot> = keys.iter().map(|k| c.peek(k).unwrap()).collect();
+    assert!(before[2].last_used_ms > before[2].created_ms);
+    store.shutdown().await;
+    sleep_ms(120).await;
+
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    for (k, want) in keys.iter().zip(&before) {
+        assert_eq!(&c.peek(k).unwrap(), want, "{k:?}");
+    }
+    assert!(c.peek(b"short").is_none(), "expired while down");
+    assert!(c.peek(b"gone").is_none());
+    assert_eq!(c.size(), 5);
+    // versions keep growing after restart
+    c.put(b("imm"), b("new"), IMM).await.unwrap();
+    assert!(c.peek(b"imm").unwrap().version > before.iter().map(|s| s.version).max().unwrap());
+    store.shutdown().await;
+}
+
+async fn acknowledged_writes_visible_without_shutdown(db: &TestDb) {
+    // The first store is never shut down (as after a crash); a second process-like store
+    // opened on the same database sees every acknowledged write.
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    for i in 0..100 {
+        c.put(b(&format!("k{i}")), b(&i.to_string()), IMM)
+            .await
+            .unwrap();
+    }
+    let second = Store::open(db.config()).await.unwrap();
+    let c2 = second.cache("default").unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            c2.peek(format!("k{i}").as_bytes()).unwrap(),
+            c.peek(format!("k{i}").as_bytes()).unwrap()
+        );
+    }
+    second.shutdown().await;
+    store.shutdown().await;
+}
+
+async fn concurrent_open_on_empty_database(db: &TestDb) {
+    let opens = (0..5).map(|i| {
+        let mut cfg = db.config();
+        cfg.caches.push(CacheDef::new(format!("c{i}")));
+        cfg.caches.push(CacheDef::new("shared"));
+        tokio::spawn(Store::open(cfg))
+    });
+    let mut stores = Vec::new();
+    for o in opens.collect::<Vec<_>>() {
+        stores.push(o.await.unwrap().expect("concurrent open"));
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM ferrod_schema_migrations")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_caches").await, 7);
+    // all five can write (versions stay unique across them)
+    let mut versions = Vec::new();
+    for (i, s) in stores.iter().enumerate() {
+        let c = s.cache("shared").unwrap();
+        c.put(b(&format!("k{i}")), b("v"), IMM).await.unwrap();
+        versions.push(c.peek(format!("k{i}").as_bytes()).unwrap().version);
+    }
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 5);
+    for s in stores {
+        s.shutdown().await;
+    }
+}
+
+async fn failing_batch_leaves_memory_unchanged(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    c.put(b("k"), b("old"), IMM).await.unwrap();
+    c.put(b("other"), b("old"), IMM).await.unwrap();
+    let before = c.peek(b"k").unwrap();
+    // A trigger makes any write of the value "boom" fail inside the transaction.
+    if db.is_sqlite() {
+        db.exec(
+            "CREATE TRIGGER boom_i BEFORE INSERT ON ferrod_entries WHEN NEW.value = X'626f6f6d' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END; \
+             CREATE TRIGGER boom_u BEFORE UPDATE ON ferrod_entries WHEN NEW.value = X'626f6f6d' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .await;
+    } else {
+        db.exec(
+            "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.value = 'boom'::bytea THEN RAISE EXCEPTION 'boom'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON ferrod_entries \
+             FOR EACH ROW EXECUTE FUNCTION boom();",
+        )
+        .await;
+    }
+    let (good, bad) = tokio::join!(
+        c.put(b("other"), b("new"), IMM),
+        c.put(b("k"), b("boom"), IMM)
+    );
+    assert!(matches!(bad, Err(StoreError::Database(_))), "{bad:?}");
+    assert_eq!(c.peek(b"k").unwrap(), before, "memory unchanged");
+    // the good op may have been in the failed batch or in its own; either way memory = SQL
+    let other = c.peek(b"other").unwrap();
+    match good {
+        Ok(_) => assert_eq!(other.value, b("new")),
+        Err(_) => assert_eq!(other.value, b("old")),
+    }
+    let failed = store.metrics().transactions_failed;
+    assert!(failed >= 1);
+    if db.is_sqlite() {
+        db.exec("DROP TRIGGER boom_i; DROP TRIGGER boom_u;").await;
+    } else {
+        db.exec("DROP TRIGGER boom ON ferrod_entries").await;
+    }
+    c.put(b("k"), b("boom"), IMM).await.unwrap();
+    assert_eq!(c.get(b"k").unwrap().value, b("boom"));
+    store.shutdown().await;
+    let store = Store::open(db.config()).await.unwrap();
+    let c2 = store.cache("default").unwrap();
+    assert_eq!(c2.peek(b"other").unwrap(), other);
+    assert_eq!(c2.peek(b"k").unwrap().value, b("boom"));
+    store.shutdown().await;
+}
+
+/// SQLite: another connection holds the database lock longer than busy_timeout. The write
+/// fails, memory keeps the old value, and the store works again once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_database_fails_then_recovers() {
+    let db = TestDb::sqlite();
+    let cfg = StoreConfig {
+        busy_timeout: Duration::from_millis(200),
+        ..db.config()
+    };
+    let store = Store::open(cfg).await.unwrap();
+    let c = store.cache("default").unwrap();
+    c.put(b("k"), b("old"), IMM).await.unwrap();
+    let before = c.peek(b"k").unwrap();
+
+    let mut locker = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let res = c.put(b("k"), b("new"), IMM).await;
+    assert!(matches!(res, Err(StoreError::Database(_))), "{res:?}");
+    let res = c.put_if_absent(b("fresh"), b("new"), IMM).await;
+    assert!(matches!(res, Err(StoreError::Database(_))), "{res:?}");
+    assert_eq!(c.peek(b"k").unwrap(), before);
+    assert!(c.peek(b"fresh").is_none());
+    // reads keep working while writes fail
+    assert_eq!(c.get(b"k").unwrap().value, b("old"));
+
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    locker.close().await.unwrap();
+    assert_eq!(
+        c.put(b("k"), b("new"), IMM).await.unwrap().unwrap().value,
+        b("old")
+    );
+    assert_eq!(c.get(b"k").unwrap().value, b("new"));
+    store.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_are_errors() {
+    for url in [
+        "mysql://x",
+        "",
+        "sqlite:///proc/definitely/not/writable/x.db",
+    ] {
+        let res = Store::open(StoreConfig::new(url)).await;
+        assert!(
+            matches!(res, Err(StoreError::Database(_))),
+            "{url}: {res:?}"
+        );
+    }
+    let res = Store::open(StoreConfig {
+        caches: vec![CacheDef::new("")],
+        ..StoreConfig::new("sqlite::memory:")
+    })
+    .await;
+    assert!(matches!(res, Err(StoreError::InvalidDefinition(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_works() {
+    let store = Store::open(StoreConfig {
+        caches: vec![CacheDef::new("default")],
+        ..StoreConfig::new("sqlite::memory:")
+    })
+    .await
+    .unwrap();
+    let c = store.cache("default").unwrap();
+    c.put(b("k"), b("v"), IMM).await.unwrap();
+    assert_eq!(c.get(b"k").unwrap().value, b("v"));
+    store.run_maintenance().await.unwrap();
+    store.shutdown().await;
+}
