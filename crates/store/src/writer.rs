@@ -141,6 +141,9 @@ enum BatchError {
     /// Re-running the batch from scratch is expected to succeed.
     Retry(String),
     Fatal(String),
+    /// COMMIT itself failed (typically the connection broke): the transaction may or may not
+    /// have been committed, so memory must be re-read from SQL rather than trusted.
+    Ambiguous(String),
 }
 
 impl From<sqlx::Error> for BatchError {
@@ -215,11 +218,18 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
                 tracing::debug!(attempt, "retrying write batch: {why}");
                 tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
             }
-            Err(BatchError::Retry(why)) | Err(BatchError::Fatal(why)) => {
+            Err(e) => {
+                let (why, ambiguous) = match e {
+                    BatchError::Retry(w) | BatchError::Fatal(w) => (w, false),
+                    BatchError::Ambiguous(w) => (w, true),
+                };
                 core.metrics
                     .transactions_failed
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(ops = batch.len(), "write batch failed: {why}");
+                tracing::warn!(ops = batch.len(), ambiguous, "write batch failed: {why}");
+                if ambiguous {
+                    resync(core, &batch).await;
+                }
                 for req in batch {
                     let _ = req.respond.send(Err(StoreError::Database(why.clone())));
                 }
@@ -227,6 +237,82 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
             }
         }
     }
+}
+
+/// After a COMMIT whose outcome is unknown, makes memory equal to SQL again for every key the
+/// batch touched (retrying for a while, since the database was just unreachable). Callers still
+/// get an error: like any client of a database, they cannot know whether their write happened.
+async fn resync(core: &Core, batch: &[Request]) {
+    let mut per_cache: Vec<(Arc<CacheInner>, BTreeSet<Bytes>)> = Vec::new();
+    for req in batch {
+        if let Op::Key(c, op) = &req.op {
+            let i = match per_cache.iter().position(|(x, _)| Arc::ptr_eq(x, c)) {
+                Some(i) => i,
+                None => {
+                    per_cache.push((c.clone(), BTreeSet::new()));
+                    per_cache.len() - 1
+                }
+            };
+            per_cache[i].1.extend(op.keys().cloned());
+        }
+    }
+    for attempt in 0..50u64 {
+        let res = async {
+            let mut tx = core.backend.begin().await?;
+            let mut found = Vec::new();
+            for (cache, keys) in &per_cache {
+                let keys: Vec<Bytes> = keys.iter().cloned().collect();
+                let metas: HashMap<Bytes, RowMeta> = tx
+                    .fetch_meta(&cache.def.name, &keys)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let values: HashMap<Bytes, Bytes> = tx
+                    .fetch_values(&cache.def.name, &keys)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for k in keys {
+                    let row = match (metas.get(&k), values.get(&k)) {
+                        (Some(m), Some(v)) => Some(m.with_value(v.clone())),
+                        _ => None,
+                    };
+                    found.push((cache.clone(), k, row));
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(found)
+        }
+        .await;
+        match res {
+            Ok(found) => {
+                for (cache, k, row) in found {
+                    match row {
+                        Some(r) => {
+                            let same = cache
+                                .map
+                                .get(&k[..])
+                                .is_some_and(|e| e.version == r.version);
+                            if !same {
+                                cache.map.insert(k, Entry::from_row(&r));
+                            }
+                        }
+                        None => {
+                            cache.map.remove(&k[..]);
+                        }
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, "resync after ambiguous commit failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
+            }
+        }
+    }
+    tracing::error!(
+        "memory may differ from SQL for keys of a batch whose commit outcome is unknown"
+    );
 }
 
 /// What the transaction found and left for one key.
@@ -370,6 +456,10 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
                 (None, false) => {}
             }
         }
+        // Key order, like the locks taken above: two processes inserting the same new keys
+        // then wait for each other instead of deadlocking.
+        inserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        updates.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let name = &cache.def.name;
         tx.delete_rows(name, &deletes).await?;
         tx.update_rows(name, &updates).await?;
@@ -384,7 +474,9 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
     }
     let now = ev.now;
     tx.insert_changes(&ev.changes, now).await?;
-    tx.commit().await?;
+    tx.commit()
+        .await
+        .map_err(|e| BatchError::Ambiguous(e.to_string()))?;
     Ok(Done {
         caches,
         slots: ev.slots,
@@ -741,6 +833,8 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
             }
         }
         if !list.is_empty() {
+            // Key order for row locks, as everywhere else.
+            list.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             touches.push((cache, list));
         }
     }
