@@ -1,0 +1,328 @@
+//! Bad input (DESIGN decision 9, reference §4): every malformed frame gets an error response or a
+//! closed connection, the server never crashes, and a connection opened before keeps working.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use common::*;
+use ferrod_codec::primitives::{put_string, put_vint};
+use ferrod_codec::{op, status, Request, RequestFrame, RequestHeader, ResponseBody};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A connection opened before the bad input, checked afterwards.
+async fn sentinel(server: &Server) -> Client {
+    let mut c = server.client_v(40).await;
+    c.put("sentinel", "alive").await;
+    c
+}
+
+async fn check_alive(server: &mut Server, c: &mut Client) {
+    server.assert_running();
+    c.put("sentinel", "still-alive").await;
+    assert_eq!(c.get_str("sentinel").await.as_deref(), Some("still-alive"));
+    // And new connections are accepted.
+    let mut fresh = server.client().await;
+    assert_eq!(
+        fresh.get_str("sentinel").await.as_deref(),
+        Some("still-alive")
+    );
+}
+
+/// Header bytes (magic included) of a request at `version` with opcode `opcode`.
+fn header_bytes(version: u8, opcode: u8, id: u64) -> BytesMut {
+    let mut buf = BytesMut::new();
+    RequestHeader::new(version, opcode, id, "").write(&mut buf);
+    buf
+}
+
+/// The single error response in `bytes`, which must be followed by a close.
+#[track_caller]
+fn single_error(bytes: &[u8], closed: bool) -> ferrod_codec::Response {
+    assert!(closed, "the server kept the connection open: {bytes:02X?}");
+    let rs = decode_all(bytes, &[]);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let r = rs.into_iter().next().unwrap();
+    assert_eq!(r.header.opcode, op::ERROR_RESPONSE, "{r:?}");
+    assert!(matches!(r.body, ResponseBody::Error(_)));
+    r
+}
+
+#[tokio::test]
+async fn bad_magic_gets_0x81_with_id_0_then_close() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    let mut s = server.raw().await;
+    let mut frame = header_bytes(40, op::GET, 77);
+    frame[0] = 0xA1; // a response magic, not a request one
+    let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+    let r = single_error(&bytes, closed);
+    assert_eq!(r.header.status, status::INVALID_MAGIC_OR_MESSAGE_ID);
+    assert_eq!(r.header.message_id, 0, "header unreadable: id 0");
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn unknown_versions_get_an_error_then_close() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    for v in [19u8, 42, 10, 32, 0, 255] {
+        let mut s = server.raw().await;
+        let mut frame = BytesMut::new();
+        frame.put_u8(0xA0);
+        frame.put_u8(5); // message id
+        frame.put_u8(v);
+        frame.put_u8(op::GET);
+        frame.extend_from_slice(&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, b'k']);
+        let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+        let r = single_error(&bytes, closed);
+        assert!(
+            r.header.status == status::UNKNOWN_VERSION || r.header.status == status::PARSE_ERROR,
+            "version {v}: {r:?}"
+        );
+        assert_eq!(
+            r.header.message_id, 5,
+            "the id was readable, so it is echoed"
+        );
+    }
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn unknown_opcode_gets_0x82_then_close() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    for opcode in [0x99u8, 0x00, 0x02, 0xFF] {
+        let mut s = server.raw().await;
+        let mut frame = header_bytes(41, opcode, 6);
+        frame.extend_from_slice(&[0x01, b'k']);
+        let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+        let r = single_error(&bytes, closed);
+        assert_eq!(
+            r.header.status,
+            status::UNKNOWN_OPERATION,
+            "op 0x{opcode:02X}"
+        );
+        assert_eq!(r.header.message_id, 6);
+    }
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn overlong_varints_get_an_error() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    // An 11-byte message id (vLong allows 10).
+    let mut s = server.raw().await;
+    let mut frame = vec![0xA0];
+    frame.extend_from_slice(&[0xFF; 10]);
+    frame.extend_from_slice(&[0x01, 41, op::GET]);
+    let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+    let r = single_error(&bytes, closed);
+    assert!(status::is_error(r.header.status));
+    // A 6-byte cache-name length (vInt allows 5).
+    let mut s = server.raw().await;
+    let mut frame = vec![0xA0, 0x09, 41, op::GET];
+    frame.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+    let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+    let r = single_error(&bytes, closed);
+    assert_eq!(r.header.status, status::PARSE_ERROR, "{r:?}");
+    assert_eq!(r.header.message_id, 9);
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn announcing_a_2_gib_value_is_refused_at_once_without_memory_growth() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    let rss_before = server.rss_kib();
+    for round in 0..5 {
+        let mut frame = header_bytes(41, op::PUT, 11 + round);
+        put_vint(&mut frame, 1); // key
+        frame.put_u8(b'k');
+        frame.put_u8(0x88); // expiration: infinite/infinite
+        put_vint(&mut frame, 0x8000_0000); // value length 2 GiB
+        frame.extend_from_slice(&[0u8; 1000]); // and only a little of it
+        let mut s = server.raw().await;
+        let t = Instant::now();
+        let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+        let r = single_error(&bytes, closed);
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "answered after {:?}",
+            t.elapsed()
+        );
+        assert!(status::is_error(r.header.status));
+        assert_eq!(r.header.message_id, 11 + round);
+    }
+    let rss_after = server.rss_kib();
+    assert!(
+        rss_after < rss_before + 50 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert_eq!(s0.get("k").await, None, "nothing was stored");
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn truncated_frame_then_half_close_and_garbage() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    // Half of a valid PUT, then the client stops writing.
+    let frame = RequestFrame {
+        header: RequestHeader::new(41, op::PUT, 3, ""),
+        request: Request::Put {
+            key: b("trunc"),
+            expiration: EXP_DEFAULT,
+            value: b("0123456789abcdef"),
+        },
+    };
+    let full = encode(&frame);
+    let mut s = server.raw().await;
+    let (bytes, closed) = raw_exchange(&mut s, &full[..full.len() / 2], true, WAIT).await;
+    assert!(closed, "server must close after EOF mid-frame");
+    // Nothing or an error, never a success.
+    for r in decode_all(&bytes, &[]) {
+        assert_eq!(r.header.opcode, op::ERROR_RESPONSE, "{r:?}");
+    }
+    assert_eq!(s0.get("trunc").await, None, "half a frame stores nothing");
+
+    // A complete frame followed by half a frame and a half-close: the complete one is answered.
+    let mut s = server.raw().await;
+    let mut bytes = full.to_vec();
+    bytes.extend_from_slice(&full[..7]);
+    let (out, closed) = raw_exchange(&mut s, &bytes, true, WAIT).await;
+    assert!(closed);
+    let rs = decode_all(&out, std::slice::from_ref(&frame));
+    assert!(!rs.is_empty(), "the complete frame is answered");
+    assert_status(&rs[0], status::SUCCESS);
+    assert_eq!(
+        s0.get_str("trunc").await.as_deref(),
+        Some("0123456789abcdef")
+    );
+
+    // Garbage of various shapes.
+    let mut seed = 0x9E37_79B9_u64;
+    for len in [1usize, 3, 17, 512, 65_536] {
+        let garbage: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let mut s = server.raw().await;
+        let (_bytes, _closed) = raw_exchange(&mut s, &garbage, true, WAIT).await;
+        server.assert_running();
+    }
+    // Garbage that starts with a valid magic.
+    let mut s = server.raw().await;
+    let mut g = vec![0xA0];
+    g.extend((0..300).map(|i| (i * 37 % 251) as u8));
+    let _ = raw_exchange(&mut s, &g, true, WAIT).await;
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn unserved_ops_get_0x85_and_the_connection_keeps_serving() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    let mut c = server.client_v(40).await;
+    c.put("k", "v").await;
+    let xid = ferrod_codec::Xid {
+        format_id: 1,
+        global_transaction_id: b("gtrid"),
+        branch_qualifier: b("bq"),
+    };
+    let reqs = vec![
+        Request::CounterGet { name: "c".into() },
+        Request::Query { query: b("junk") },
+        Request::PrepareTx {
+            xid: xid.clone(),
+            one_phase_commit: true,
+            modifications: vec![],
+        },
+        Request::CommitTx { xid },
+        Request::GetMultimap {
+            key: b("k"),
+            supports_duplicates: false,
+        },
+        Request::CounterGetNames,
+    ];
+    for req in reqs {
+        let what = format!("{req:?}");
+        let r = c.req(req).await;
+        assert_eq!(r.header.opcode, op::ERROR_RESPONSE, "{what}: {r:?}");
+        assert_eq!(r.header.status, status::SERVER_ERROR, "{what}: {r:?}");
+        // The same connection still serves requests correctly.
+        assert_eq!(c.get_str("k").await.as_deref(), Some("v"), "after {what}");
+    }
+    check_alive(&mut server, &mut s0).await;
+}
+
+#[tokio::test]
+async fn value_above_max_value_bytes_is_refused_and_connection_stays_usable() {
+    let mut server = Server::start_with(ServerOpts::default().arg("--max-value-bytes=1000")).await;
+    let mut s0 = sentinel(&server).await;
+    let mut c = server.client_v(41).await;
+    let big = bytes::Bytes::from(vec![7u8; 2000]);
+    let r = c.put_bytes(b("big"), big.clone()).await;
+    assert_error(&r, status::SERVER_ERROR, "1000");
+    assert_eq!(c.get("big").await, None);
+    // Exactly at the limit is fine.
+    let ok = bytes::Bytes::from(vec![7u8; 1000]);
+    assert_status(&c.put_bytes(b("ok"), ok.clone()).await, status::SUCCESS);
+    assert_eq!(c.get("ok").await, Some(ok));
+    // Also through PUT_ALL, a key above the limit and a 4.1 stream.
+    let r = c
+        .req(Request::PutAll {
+            expiration: EXP_DEFAULT,
+            entries: vec![(b("a"), b("small")), (b("b"), big.clone())],
+        })
+        .await;
+    assert!(status::is_error(r.header.status), "{r:?}");
+    assert_eq!(c.get("a").await, None, "PUT_ALL is all or nothing");
+    let r = c.put_bytes(big.clone(), b("v")).await;
+    assert!(status::is_error(r.header.status), "{r:?}");
+    let r = c
+        .req(Request::StartPutStream {
+            key: b("st"),
+            expiration: EXP_DEFAULT,
+            version: 0,
+        })
+        .await;
+    let ResponseBody::StreamId(id) = r.body else {
+        panic!("{r:?}")
+    };
+    for (i, last) in [(0, false), (1, false), (2, true)] {
+        let r = c
+            .req(Request::NextPutStream {
+                stream_id: id,
+                last_chunk: last,
+                chunk: bytes::Bytes::from(vec![1u8; 400]),
+            })
+            .await;
+        if i < 2 {
+            assert_status(&r, status::SUCCESS);
+        } else {
+            assert!(status::is_error(r.header.status), "{r:?}");
+        }
+    }
+    assert_eq!(c.get("st").await, None);
+    // The connection is still fine.
+    c.put("after", "yes").await;
+    assert_eq!(c.get_str("after").await.as_deref(), Some("yes"));
+    // A frame far above the frame limit closes the connection (framing is lost) but nothing else.
+    let mut frame = header_bytes(41, op::PUT, 21);
+    put_string(&mut frame, "huge");
+    frame.put_u8(0x88);
+    put_vint(&mut frame, 10_000_000);
+    let mut s = server.raw().await;
+    let (bytes, closed) = raw_exchange(&mut s, &frame, false, WAIT).await;
+    let r = single_error(&bytes, closed);
+    assert_eq!(r.header.message_id, 21);
+    check_alive(&mut server, &mut s0).await;
+}
