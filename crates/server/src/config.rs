@@ -29,6 +29,10 @@ pub struct Cli {
     /// sqlite://path/file.db (embedded default: sqlite://./data/ferrod.db) or postgres://user:pass@host/db.
     #[arg(long, env = "FERROD_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// SQLite: how long a write waits for a lock held by another connection before it fails, in
+    /// milliseconds [default: 10000].
+    #[arg(long, env = "FERROD_DATABASE_BUSY_TIMEOUT_MS")]
+    pub database_busy_timeout_ms: Option<String>,
     /// Largest value accepted, in bytes [default: 67108864].
     #[arg(long, env = "FERROD_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
@@ -54,6 +58,7 @@ pub struct Cli {
 struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
+    database_busy_timeout_ms: Option<u64>,
     max_value_bytes: Option<u64>,
     max_connections: Option<u64>,
     max_inflight_per_connection: Option<u64>,
@@ -78,6 +83,7 @@ struct FileCache {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    pub database_busy_timeout: Duration,
     pub max_value_bytes: usize,
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
@@ -210,6 +216,13 @@ impl Config {
                 format!("'{database_url}' must start with sqlite:, postgres:// or postgresql://"),
             ));
         }
+        let busy_timeout = number(
+            "database_busy_timeout_ms",
+            &cli.database_busy_timeout_ms,
+            file.database_busy_timeout_ms,
+            10_000,
+            1,
+        )?;
         let max_value_bytes = number(
             "max_value_bytes",
             &cli.max_value_bytes,
@@ -271,6 +284,7 @@ impl Config {
         Ok(Config {
             listen,
             database_url,
+            database_busy_timeout: Duration::from_millis(busy_timeout),
             max_value_bytes: max_value_bytes as usize,
             max_connections: max_connections as usize,
             max_inflight_per_connection: max_inflight as usize,
@@ -304,6 +318,9 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:11222");
         assert!(c.database_url.starts_with("sqlite:"));
         assert_eq!(c.max_value_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.database_busy_timeout, Duration::from_secs(10));
+        let c = Config::load(&cli(&["--database-busy-timeout-ms", "250"])).unwrap();
+        assert_eq!(c.database_busy_timeout, Duration::from_millis(250));
         assert_eq!(c.caches[0].name, DEFAULT_CACHE_NAME);
     }
 

@@ -28,6 +28,7 @@ pub async fn run(
     store_config.caches = config.caches.clone();
     store_config.reaper_interval = config.reaper_interval;
     store_config.max_batch_ops = config.max_batch_ops;
+    store_config.busy_timeout = config.database_busy_timeout;
     let store = Store::open(store_config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

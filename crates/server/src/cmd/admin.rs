@@ -38,6 +38,7 @@ pub fn size(ctx: &Arc<ServerContext>, h: &RequestHeader) -> Reply {
 pub fn stats(ctx: &Arc<ServerContext>, h: &RequestHeader) -> Reply {
     let cache = ctx.cache(h)?;
     let s = cache.stats();
+    let m = ctx.store.metrics();
     let entries = cache.size().to_string();
     let stats = vec![
         (
@@ -61,6 +62,14 @@ pub fn stats(ctx: &Arc<ServerContext>, h: &RequestHeader) -> Reply {
             "totalBytesWritten",
             ctx.bytes_written.load(Ordering::Relaxed).to_string(),
         ),
+        // ferrod's own (whole server, not per cache): how writes reach SQL. Group commit shows as
+        // far fewer transactions than ops.
+        (
+            "sqlTransactionsCommitted",
+            m.transactions_committed.to_string(),
+        ),
+        ("sqlTransactionsFailed", m.transactions_failed.to_string()),
+        ("sqlOpsCommitted", m.ops_committed.to_string()),
     ];
     let stats = stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Ok(Response::new(
