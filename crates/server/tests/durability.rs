@@ -102,11 +102,11 @@ async fn writer(addr: String, t: usize, logs: Logs, stop: Arc<AtomicBool>) -> us
             Some(false) => {}
         }
         // Every 10th distinct key: read its version back.
-        if i % 10 == 0 && !record_version(&mut c, &logs, &key).await {
+        if i.is_multiple_of(10) && !record_version(&mut c, &logs, &key).await {
             break;
         }
         // Every 3rd round: a hot key of this connection, rewritten with replace-if-unmodified.
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let hot = b(&format!("h-{t}-{}", i % 5));
             let cur = {
                 let l = logs.lock().unwrap();
