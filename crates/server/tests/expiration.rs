@@ -213,3 +213,34 @@ async fn put_all_lifespan_and_get_all_after_expiry() {
     );
     assert_eq!(c.size().await, 1);
 }
+
+/// §6: in 2.x a duration above 30 days is a Unix time; from 3.0 it is taken literally.
+#[tokio::test]
+async fn v2x_long_durations_are_unix_times_but_not_in_3x() {
+    let server = Server::start().await;
+    let at = (now_ms() / 1000 + 2) as u64; // a Unix time 2 s from now, in seconds
+    let mut c = server.client_v(25).await;
+    assert_status(
+        &c.put_exp("unix", "v", exp_secs(Some(at), None)).await,
+        status::SUCCESS,
+    );
+    let (meta, _) = c.get_with_metadata("unix").await.unwrap();
+    let secs = meta.lifespan.unwrap().1;
+    assert!(
+        secs <= 2,
+        "2.5 lifespan {secs} s: the Unix-time rule was not applied"
+    );
+    let mut c3 = server.client_v(30).await;
+    assert_status(
+        &c3.put_exp("literal", "v", exp_secs(Some(at), None)).await,
+        status::SUCCESS,
+    );
+    let (meta, _) = c3.get_with_metadata("literal").await.unwrap();
+    assert!(
+        meta.lifespan.unwrap().1 as u64 >= at - 1,
+        "3.0 takes it literally"
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_gone_everywhere(&mut c, "unix").await;
+    assert!(c3.contains("literal").await);
+}
