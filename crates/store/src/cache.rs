@@ -121,16 +121,17 @@ impl Cache {
             Some(e) if !e.is_expired(now) => {
                 // Only max-idle entries have a clock to restart; leaving the others alone keeps
                 // their memory metadata identical to SQL's.
-                let idle = e.max_idle_ms >= 0;
-                if idle {
+                if e.max_idle_ms >= 0 {
                     e.last_used_ms.fetch_max(now, Ordering::Relaxed);
+                    Some(Some(e.key().clone()))
+                } else {
+                    Some(None)
                 }
-                Some(idle)
             }
             _ => None,
         };
-        if touched == Some(true) {
-            self.inner.dirty.insert(Bytes::copy_from_slice(key));
+        if let Some(Some(k)) = &touched {
+            self.inner.dirty.insert(k.clone());
         }
         touched.is_some()
     }
@@ -146,11 +147,12 @@ impl Cache {
             if restart {
                 e.last_used_ms.fetch_max(now, Ordering::Relaxed);
             }
-            (e.snapshot(), restart)
+            // The map's own key (a refcount bump, no copy) is what the dirty set records.
+            (e.snapshot(), restart.then(|| e.key().clone()))
         };
         // Recorded after the map guard is gone: the dirty set has its own shard locks.
-        if needs_flush {
-            self.inner.dirty.insert(Bytes::copy_from_slice(key));
+        if let Some(k) = needs_flush {
+            self.inner.dirty.insert(k);
         }
         Some(snap)
     }

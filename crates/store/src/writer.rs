@@ -168,7 +168,7 @@ pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
         };
         if !matches!(first.op, Op::Key(..)) {
             let stop = matches!(first.op, Op::Shutdown);
-            run_solo(&core, first).await;
+            guarded(run_solo(&core, first)).await;
             if stop {
                 // Dropping the receiver makes every later submit fail fast with Closed.
                 return;
@@ -194,7 +194,21 @@ pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => {}
             }
         }
-        run_batch(&core, batch).await;
+        guarded(run_batch(&core, batch)).await;
+    }
+}
+
+/// A bug that panics while handling one batch must not take the whole store down with it: the
+/// batch's callers see `Closed` (their reply senders are dropped) and the writer carries on.
+async fn guarded(f: impl std::future::Future<Output = ()>) {
+    use futures::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!("store writer recovered from a panic: {msg}");
     }
 }
 

@@ -26,6 +26,7 @@ both_backends!(
     max_idle_extended_by_get,
     expired_counts_as_absent,
     reaper_deletes_rows,
+    touches_flushed_to_sql,
     default_expiration_from_cache,
     large_values,
     too_large,
@@ -524,5 +525,37 @@ async fn cache_admin(db: &TestDb) {
     store.shutdown().await;
     let store = Store::open(db.config()).await.unwrap();
     assert_eq!(store.cache("tmp").unwrap().size(), 0);
+    store.shutdown().await;
+}
+
+async fn touches_flushed_to_sql(db: &TestDb) {
+    let mut cfg = db.config();
+    cfg.reaper_interval = std::time::Duration::from_millis(50);
+    let store = Store::open(cfg).await.unwrap();
+    let c = store.cache("default").unwrap();
+    c.put(b("idle"), b("v"), idle(60_000)).await.unwrap();
+    c.put(b("imm"), b("v"), IMM).await.unwrap();
+    let created = c.peek(b"idle").unwrap().created_ms;
+    sleep_ms(30).await;
+    let touched = c.get(b"idle").unwrap().last_used_ms;
+    assert!(touched > created);
+    c.get(b"imm").unwrap();
+    let sql = format!(
+        "SELECT COUNT(*) FROM ferrod_entries WHERE last_used_ms = {touched} \
+         AND expires_ms = {}",
+        touched + 60_000
+    );
+    let start = now();
+    while db.count(&sql).await != 1 {
+        assert!(now() - start < 3000, "touch not flushed by the reaper");
+        sleep_ms(25).await;
+    }
+    assert!(store.metrics().touches_flushed >= 1);
+    // entries without max-idle are never touched in SQL
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM ferrod_entries WHERE last_used_ms <> created_ms")
+            .await,
+        1
+    );
     store.shutdown().await;
 }
