@@ -14,6 +14,18 @@
 //! also inside one batch). Across processes, conditional writes are still decided in SQL under row
 //! locks (PostgreSQL) or an exclusive transaction (SQLite), and every key a batch looks at is
 //! refreshed in memory from the row it read, so read-then-replaceWithVersion loops converge.
+//! Not yet delivered: following other replicas' writes through `ferrod_changes` (the table is
+//! written, nobody reads it yet), read-through to SQL on a memory miss, and a lease so only one
+//! replica runs the expiration sweep (today every replica sweeps; `SKIP LOCKED` keeps them from
+//! blocking each other).
+//!
+//! Schema (see `db/migrations.rs`): `ferrod_caches`, `ferrod_entries` (PK cache+key, raw bytes,
+//! an indexed `expires_ms` so the sweep never scans), `ferrod_meta` (SQLite version counter),
+//! `ferrod_version_seq` (PostgreSQL), `ferrod_changes` (one row per changed key and per clear,
+//! written in the same transaction as the change), `ferrod_schema_migrations`.
+//!
+//! Max-idle: a read restarts the idle clock in memory at once and in SQL within one reaper
+//! interval (touches are flushed in batches), so a crash can lose at most that much idle time.
 
 mod cache;
 mod db;

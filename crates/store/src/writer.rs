@@ -798,16 +798,19 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
 async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
     let mut tx = core.backend.begin().await?;
     let deleted = tx.delete_cache(name).await?;
-    tx.insert_changes(
-        &[Change {
-            cache: name.to_string(),
-            key: None,
-            kind: "clear",
-            version: None,
-        }],
-        now_ms(),
-    )
-    .await?;
+    if deleted {
+        // Followers drop the cache's entries on this; the cache row itself is gone.
+        tx.insert_changes(
+            &[Change {
+                cache: name.to_string(),
+                key: None,
+                kind: "clear",
+                version: None,
+            }],
+            now_ms(),
+        )
+        .await?;
+    }
     tx.commit().await?;
     let known = core.registry_write().remove(name);
     if let Some(c) = &known {
