@@ -7,7 +7,7 @@
 # expiring, each persisted under <data-dir>, kept across a graceful stop (SIGTERM/SIGINT).
 # Prints READY on stdout once it accepts connections; logs go to stderr.
 # The first run builds the launcher with Maven (downloads dependencies); later runs are offline.
-# Env: REFERENCE_SERVER_JAVA_OPTS (default "-Xmx1g"), JAVA (default: java on PATH / $JAVA_HOME).
+# Env: REFERENCE_SERVER_JAVA_OPTS (default "-Xmx1g -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"), JAVA (default: java on PATH / $JAVA_HOME).
 set -euo pipefail
 
 if [ $# -ne 3 ] || { [ "$1" != 15 ] && [ "$1" != 16 ]; }; then
@@ -19,11 +19,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 module="$here/reference-server/ispn$line"
 cp_file="$module/target/classpath.txt"
 classes="$module/target/classes"
+stamp="$module/target/.launcher-built"
 
 needs_build() {
-  [ -s "$cp_file" ] || return 0
+  [ -f "$stamp" ] && [ -s "$cp_file" ] || return 0
   [ -f "$classes/ferrod/prototests/reference/ReferenceServer.class" ] || return 0
-  [ -n "$(find "$here/reference-server/src" "$module/pom.xml" "$here/pom.xml" -newer "$cp_file" -type f 2>/dev/null | head -1)" ] && return 0
+  [ -n "$(find "$here/reference-server/src" "$module/pom.xml" "$here/pom.xml" -newer "$stamp" -type f 2>/dev/null | head -1)" ] && return 0
   # every jar on the classpath must still be in the local repository
   local IFS=:
   for jar in $(cat "$cp_file"); do [ -f "$jar" ] || return 0; done
@@ -38,6 +39,7 @@ if needs_build; then
   if needs_build; then
     echo "reference-server: building Infinispan $line launcher with Maven..." >&2
     mvn -B -q -ntp -Dstyle.color=never -f "$module/pom.xml" compile >&2
+    touch "$stamp"
   fi
   flock -u 9
   exec 9>&-
@@ -49,7 +51,7 @@ else java_bin=java; fi
 
 mkdir -p "$data"
 # shellcheck disable=SC2086
-exec "$java_bin" ${REFERENCE_SERVER_JAVA_OPTS:--Xmx1g} \
+exec "$java_bin" ${REFERENCE_SERVER_JAVA_OPTS:--Xmx1g -XX:TieredStopAtLevel=1 -XX:+UseSerialGC} \
   -Djava.net.preferIPv4Stack=true \
   -Dlog4j2.level=WARN \
   -cp "$classes:$(cat "$cp_file")" \

@@ -22,7 +22,7 @@ import org.infinispan.server.hotrod.configuration.HotRodServerConfigurationBuild
  * <p>Caches (all local, each persisted in a soft-index file store under data-dir):
  * <ul>
  *   <li>{@code default} (the container's default cache, reached with the empty cache name):
- *       application/x-protostream keys and values</li>
+ *       no encoding declared, i.e. application/unknown</li>
  *   <li>{@code proto}: application/x-protostream</li>
  *   <li>{@code text}: text/plain; charset=UTF-8</li>
  *   <li>{@code raw}: application/octet-stream</li>
@@ -64,7 +64,9 @@ public final class ReferenceServer {
       global.shutdown().hookBehavior(org.infinispan.configuration.global.ShutdownHookBehavior.DONT_REGISTER);
 
       Map<String, ConfigurationBuilder> caches = new LinkedHashMap<>();
-      caches.put("default", cache(data, "default", PROTOSTREAM, -1));
+      // no encoding: reported to clients as application/unknown, like a server cache declared
+      // without <encoding> (and like ferrod's built-in default cache)
+      caches.put("default", cache(data, "default", null, -1));
       caches.put("proto", cache(data, "proto", PROTOSTREAM, -1));
       caches.put("text", cache(data, "text", "text/plain; charset=UTF-8", -1));
       caches.put("raw", cache(data, "raw", "application/octet-stream", -1));
@@ -114,8 +116,10 @@ public final class ReferenceServer {
       ConfigurationBuilder b = new ConfigurationBuilder();
       b.clustering().cacheMode(CacheMode.LOCAL);
       b.statistics().enable();
-      b.encoding().key().mediaType(mediaType);
-      b.encoding().value().mediaType(mediaType);
+      if (mediaType != null) {
+         b.encoding().key().mediaType(mediaType);
+         b.encoding().value().mediaType(mediaType);
+      }
       if (lifespanMs > 0) {
          b.expiration().lifespan(lifespanMs);
       }
