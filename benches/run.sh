@@ -9,7 +9,8 @@
 #
 # Usage: benches/run.sh            (as root on a dev machine; about 6-8 minutes)
 # Env:   BENCH_DURATION=15 BENCH_WARMUP=3 BENCH_CONNECTIONS=64 BENCH_VALUE_SIZE=1024
-#        BENCH_KEYS=100000 BENCH_PG_CLIENTS=16 BENCH_PG_MULTI_CLIENTS=8 BENCH_PG_BATCH=100
+#        BENCH_KEYS=100000 BENCH_PG_CLIENTS=16 BENCH_PG_BATCH=100
+#        BENCH_PG_MULTI_CLIENTS="4 8 16"  (client counts tried for the multi-row ceiling; the best counts)
 #        BENCH_PARTS="ferrod-sqlite ferrod-pg redis redis-aof pgbench"  (any subset)
 #        FERROD_BENCH_PG_URL=postgres://...  (use this database for ferrod instead of creating
 #        one; the pgbench anchors then run there too, in table ferrod_bench_kv)
@@ -26,13 +27,14 @@ CONNS=${BENCH_CONNECTIONS:-64}
 VALUE=${BENCH_VALUE_SIZE:-1024}
 KEYS=${BENCH_KEYS:-100000}
 PG_CLIENTS=${BENCH_PG_CLIENTS:-16}
-PG_MULTI_CLIENTS=${BENCH_PG_MULTI_CLIENTS:-8}
+PG_MULTI_CLIENTS=${BENCH_PG_MULTI_CLIENTS:-"4 8 16"}
 PG_BATCH=${BENCH_PG_BATCH:-100}
 PARTS=${BENCH_PARTS:-"ferrod-sqlite ferrod-pg redis redis-aof pgbench"}
 OUT=${BENCH_OUT:-$root/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RESULTS=$OUT/results.jsonl
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RESULTS"
 WORK=$(mktemp -d "$root/target/bench-work.XXXXXX")
 
@@ -296,9 +298,12 @@ EOF
     )
     record "$name" "PostgreSQL (pgbench)" "$op" "$json"
   }
-  pg_run pg-multi-upsert "$WORK/multi.sql" "$PG_MULTI_CLIENTS" "$PG_BATCH" \
-    "upsert ${PG_BATCH} rows/stmt"
-  pg_run pg-single-upsert "$WORK/single.sql" "$PG_CLIENTS" 1 "upsert 1 row/stmt"
+  for c in $PG_MULTI_CLIENTS; do
+    pg_run "pg-multi-upsert-c$c" "$WORK/multi.sql" "$c" "$PG_BATCH" \
+      "upsert ${PG_BATCH} rows/stmt, $c clients"
+  done
+  pg_run pg-single-upsert "$WORK/single.sql" "$PG_CLIENTS" 1 \
+    "upsert 1 row/stmt, $PG_CLIENTS clients"
   psql -q "$PG_BENCH_URL" -c "DROP TABLE IF EXISTS ferrod_bench_kv" >&2 || true
 fi
 if ((PG_OWN_DB)); then
@@ -307,9 +312,10 @@ fi
 
 # ---------------------------------------------------------------- summary
 python3 - "$RESULTS" "$OUT/summary.md" "$COMMIT$DIRTY" "$DURATION" "$CONNS" "$VALUE" "$KEYS" \
-  "$PG_CLIENTS" "$PG_MULTI_CLIENTS" "$PG_BATCH" <<'EOF'
+  "$PG_CLIENTS" "$PG_MULTI_CLIENTS" "$PG_BATCH" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, os, platform, subprocess, sys, time
-results_path, summary_path, commit, duration, conns, value, keys, pgc, pgmc, batch = sys.argv[1:]
+(results_path, summary_path, commit, duration, conns, value, keys, pgc, pgmc, batch, load_start,
+ load_end) = sys.argv[1:]
 runs = {}
 for line in open(results_path):
     r = json.loads(line)
@@ -336,9 +342,10 @@ except OSError:
     pass
 lines = []
 lines.append(f"ferrod bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, "
-             f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}")
+             f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; "
+             f"load average {load_start} at start, {load_end} at end")
 lines.append(f"{conns} connections, {value} B values, {keys} keys, no pipelining, {duration} s per run; "
-             f"pgbench: {pgmc} clients x {batch}-row upserts, {pgc} clients x single-row upserts")
+             f"pgbench: {batch}-row upserts from {pgmc} clients (best counts), single-row upserts from {pgc} clients")
 lines.append("")
 lines.append("| run | op | ops/s | rows/s | mean µs | p50 µs | p99 µs | p99.9 µs | errors | server peak RSS |")
 lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -373,7 +380,8 @@ def ratio(label, a, b, target=None):
 lines.append("| ratio | value | target |")
 lines.append("|---|---:|---|")
 redis_get = fig("redis-get")
-multi = fig("pg-multi-upsert", "rows_per_sec")
+multi = max((r["data"]["rows_per_sec"] for n, r in runs.items() if n.startswith("pg-multi-upsert")),
+            default=None)
 single = fig("pg-single-upsert", "rows_per_sec")
 for label, name in (("SQLite", "ferrod-SQLite"), ("PostgreSQL", "ferrod-PostgreSQL")):
     ratio(f"ferrod ({label}) GET / redis GET", fig(f"{name}-get"), redis_get)
