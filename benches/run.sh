@@ -199,8 +199,8 @@ elif want ferrod-sqlite || want ferrod-pg; then
 fi
 
 # ---------------------------------------------------------------- redis
-redis_bench() { # label port pid test
-  local label=$1 port=$2 pid=$3 test=$4 n csv
+redis_bench() { # label system port pid test
+  local label=$1 system=$2 port=$3 pid=$4 test=$5 n csv
   # calibrate the request count so the run lasts about $DURATION seconds
   csv=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -d "$VALUE" -r "$KEYS" -n 20000 \
     -t "$test" --csv 2>/dev/null | tail -1)
@@ -218,12 +218,12 @@ print(json.dumps({"ops_per_sec": float(r[1]), "requests": int(sys.argv[2]),
                   "errors": 0, "server_peak_rss_kib": int(rss) if rss.isdigit() else None}))
 EOF
   )
-  record "$label-${test}" "$label" "${test^^}" "$json"
+  record "$label-${test}" "$system" "${test^^}" "$json"
 }
 
-redis_runs() { # label extra-args...
-  local label=$1 port pid
-  shift
+redis_runs() { # label system extra-args...
+  local label=$1 system=$2 port pid
+  shift 2
   port=$(free_port)
   mkdir -p "$WORK/$label"
   log "$label on 127.0.0.1:$port"
@@ -236,14 +236,14 @@ redis_runs() { # label extra-args...
     return 0
   fi
   log "  $label SET"
-  redis_bench "$label" "$port" "$pid" set
+  redis_bench "$label" "$system" "$port" "$pid" set
   log "  $label GET"
-  redis_bench "$label" "$port" "$pid" get
+  redis_bench "$label" "$system" "$port" "$pid" get
   stop_pid "$pid"
 }
 
-want redis && redis_runs redis --appendonly no
-want redis-aof && redis_runs redis-aof --appendonly yes --appendfsync always
+want redis && redis_runs redis "redis" --appendonly no
+want redis-aof && redis_runs redis-aof "redis appendfsync always" --appendonly yes --appendfsync always
 
 # ---------------------------------------------------------------- pgbench
 if want pgbench; then
@@ -275,7 +275,7 @@ INSERT INTO ferrod_bench_kv (k, v) VALUES (int8send(:k::int8), convert_to(repeat
 EOF
   pg_run() { # name script clients rows-per-tx op
     local name=$1 script=$2 clients=$3 rows=$4 op=$5 out json
-    log "  pgbench $op, $clients clients"
+    log "  pgbench $op"
     if ! out=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$DURATION" --max-tries=20 \
       -f "$script" "$PG_BENCH_URL" 2>&1); then
       echo "$out" >"$OUT/$name.log"
