@@ -181,7 +181,10 @@ class Server {
     this.proc = undefined;
     if (proc.exitCode === null && proc.signalCode === null) {
       try { process.kill(-proc.pid, 'SIGTERM'); } catch (_) { /* gone */ }
-      const killed = await Promise.race([this.exitPromise.then(() => false), sleep(STOP_TIMEOUT_MS).then(() => true)]);
+      let timer;
+      const grace = new Promise((resolve) => { timer = setTimeout(() => resolve(true), STOP_TIMEOUT_MS); });
+      const killed = await Promise.race([this.exitPromise.then(() => false), grace]);
+      clearTimeout(timer);
       if (killed) {
         fs.appendFileSync(this.logFile, `\n===== no exit ${STOP_TIMEOUT_MS} ms after SIGTERM: SIGKILL\n`);
         try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }

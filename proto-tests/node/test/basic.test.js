@@ -251,7 +251,12 @@ forEachTarget('basic', (server, target) => {
         assert.ok(s2.timeSinceStart >= s1.timeSinceStart, 'timeSinceStart does not go back');
       });
 
-      test(`${tag} default cache (empty name)`, T, async () => {
+      // Below 2.8 the request carries no media type. On a cache without a declared media type
+      // (application/unknown), Infinispan 16 then reads the key as ProtoStream and rejects the
+      // client's plain UTF-8 bytes ("Unexpected tag"), so the reference cannot serve this case.
+      const defaultCacheSkip = ['2.2', '2.5'].includes(v)
+        && 'no media type in the header below 2.8: the reference reads default-cache keys as ProtoStream';
+      test(`${tag} default cache (empty name)`, { ...T, skip: defaultCacheSkip }, async () => {
         const d = await connect(server, v, undefined);
         try {
           await d.ping();
