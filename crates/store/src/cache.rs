@@ -1,13 +1,14 @@
 //! The per-cache handle: memory reads, and write submission to the store's writer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::{DashMap, DashSet};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::Entry;
+use crate::db::Backend;
+use crate::entry::{Entry, Row};
 use crate::writer::{KeyOp, Op, Reply, Request};
 use crate::{
     now_ms, CacheDef, EntrySnapshot, Expiration, PutIfAbsentOutcome, RemoveOutcome, ReplaceOutcome,
@@ -51,6 +52,18 @@ pub(crate) struct CacheInner {
     pub removed: AtomicBool,
     pub writer: mpsc::Sender<Request>,
     pub max_value_bytes: usize,
+    /// For read-through ([`Cache::get_fresh`]); pools are shared handles.
+    pub backend: Backend,
+    /// Versions below this were wiped by a CLEAR: a row read before the clear committed must
+    /// not come back. Versions are allocated after the cache row lock a CLEAR holds
+    /// exclusively, so every row written after a clear has a version at or above it.
+    pub cleared_below: AtomicI64,
+    /// Recently removed keys and the version they were removed at (plus when, for pruning), so
+    /// that a refresh read before the removal cannot resurrect the entry. See [`CacheInner::install`].
+    pub tombstones: DashMap<Bytes, (i64, i64)>,
+    /// Keys whose in-memory max-idle clock says "expired": another replica may have kept them
+    /// alive, so the reaper re-reads their `last_used_ms` from SQL instead of dropping them.
+    pub idle_suspects: DashSet<Bytes>,
 }
 
 /// A cheap, cloneable handle to one cache.
@@ -72,6 +85,7 @@ impl Cache {
         def: CacheDef,
         writer: mpsc::Sender<Request>,
         max_value_bytes: usize,
+        backend: Backend,
     ) -> Cache {
         Cache {
             inner: Arc::new(CacheInner {
@@ -83,6 +97,10 @@ impl Cache {
                 removed: AtomicBool::new(false),
                 writer,
                 max_value_bytes,
+                backend,
+                cleared_below: AtomicI64::new(i64::MIN),
+                tombstones: DashMap::new(),
+                idle_suspects: DashSet::new(),
             }),
         }
     }
@@ -128,7 +146,13 @@ impl Cache {
                     Some(None)
                 }
             }
-            _ => None,
+            Some(e) => {
+                if e.is_idle_expired_only(now) {
+                    self.inner.idle_suspects.insert(e.key().clone());
+                }
+                None
+            }
+            None => None,
         };
         if let Some(Some(k)) = &touched {
             self.inner.dirty.insert(k.clone());
@@ -136,11 +160,63 @@ impl Cache {
         touched.is_some()
     }
 
+    /// Reads the row from SQL (not from memory), brings memory up to date with it, and returns
+    /// the entry if it exists and is not expired. Use it when a memory miss must not be trusted
+    /// (decision 4: a miss may be stale by the feed's lag). Does not restart the max-idle clock.
+    pub async fn get_fresh(&self, key: &[u8]) -> Result<Option<EntrySnapshot>, StoreError> {
+        if self.inner.removed.load(Ordering::Acquire) {
+            return Err(StoreError::CacheNotFound(self.inner.def.name.clone()));
+        }
+        let backend = &self.inner.backend;
+        // Captured before the read: a version memory held then was committed before the read
+        // started, so if SQL no longer has the row, that version is gone for good.
+        let before = self.inner.map.get(key).map(|e| e.version);
+        let row = backend.read_row(&self.inner.def.name, key).await?;
+        let key = Bytes::copy_from_slice(key);
+        match row {
+            Some(row) => {
+                self.inner.install(&key, &row);
+                let now = now_ms();
+                if row.is_expired(now) {
+                    return Ok(None);
+                }
+                // Memory may hold a more recent max-idle touch than SQL.
+                let mut snap = row.snapshot();
+                if let Some(e) = self.inner.map.get(&key[..]) {
+                    if e.version == snap.version {
+                        snap.last_used_ms = snap
+                            .last_used_ms
+                            .max(e.last_used_ms.load(Ordering::Relaxed));
+                    }
+                }
+                if crate::entry::is_expired(
+                    snap.created_ms,
+                    snap.lifespan_ms,
+                    snap.last_used_ms,
+                    snap.max_idle_ms,
+                    now,
+                ) {
+                    return Ok(None);
+                }
+                Ok(Some(snap))
+            }
+            None => {
+                if let Some(v) = before {
+                    self.inner.remove_upto(&key, v, false);
+                }
+                Ok(None)
+            }
+        }
+    }
+
     fn read(&self, key: &[u8], touch: bool) -> Option<EntrySnapshot> {
         let now = now_ms();
         let (snap, needs_flush) = {
             let e = self.inner.map.get(key)?;
             if e.is_expired(now) {
+                if e.is_idle_expired_only(now) {
+                    self.inner.idle_suspects.insert(e.key().clone());
+                }
                 return None;
             }
             let restart = touch && e.max_idle_ms >= 0;
@@ -370,6 +446,88 @@ impl Cache {
 }
 
 impl CacheInner {
+    /// Makes memory hold `row` unless memory already knows a newer state of the key: a newer
+    /// version, a removal at or after this version, or a CLEAR after it. Every path that puts
+    /// SQL state into memory (writer, feed, read-through, resync) goes through here, so the
+    /// order in which they happen to run cannot make memory go back in time. Returns whether
+    /// memory now holds this version.
+    pub(crate) fn install(&self, key: &Bytes, row: &Row) -> bool {
+        if row.version < self.cleared_below.load(Ordering::Acquire) {
+            return false;
+        }
+        if self
+            .tombstones
+            .get(&key[..])
+            .is_some_and(|t| t.0 >= row.version)
+        {
+            return false;
+        }
+        // The key is copied: it may point into a connection's read buffer.
+        match self.map.entry(Bytes::copy_from_slice(key)) {
+            dashmap::Entry::Occupied(mut o) => {
+                let cur = o.get();
+                if cur.version > row.version {
+                    return false;
+                }
+                if cur.version == row.version {
+                    // Same version, same value: only a later max-idle touch can be news.
+                    cur.last_used_ms
+                        .fetch_max(row.last_used_ms, Ordering::Relaxed);
+                    return true;
+                }
+                o.insert(Entry::from_row(row));
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Entry::from_row(row));
+            }
+        }
+        true
+    }
+
+    /// Removes the key if memory holds `version` or older. With `tombstone`, also remembers
+    /// the removal so a refresh read earlier cannot bring that version back. Returns the
+    /// removed entry.
+    pub(crate) fn remove_upto(&self, key: &[u8], version: i64, tombstone: bool) -> Option<Entry> {
+        let removed = self
+            .map
+            .remove_if(key, |_, e| e.version <= version)
+            .map(|(_, e)| e);
+        if removed.is_some() || !self.map.contains_key(key) {
+            self.dirty.remove(key);
+            self.idle_suspects.remove(key);
+        }
+        if tombstone {
+            let now = now_ms();
+            self.tombstones
+                .entry(Bytes::copy_from_slice(key))
+                .and_modify(|t| {
+                    if t.0 < version {
+                        *t = (version, now);
+                    }
+                })
+                .or_insert((version, now));
+        }
+        removed
+    }
+
+    /// Drops every entry written before the CLEAR whose version is `version`, keeping entries
+    /// written after it.
+    pub(crate) fn clear_below(&self, version: i64) {
+        self.cleared_below.fetch_max(version, Ordering::AcqRel);
+        self.map.retain(|_, e| e.version >= version);
+        self.tombstones.retain(|_, t| t.0 >= version);
+        self.dirty.retain(|k| self.map.contains_key(k));
+        self.idle_suspects.retain(|k| self.map.contains_key(k));
+    }
+
+    /// Forgets removals older than `before_ms`: by then no read that started before them can
+    /// still be in flight (SQL statements of the store are bounded by its write timeout).
+    pub(crate) fn prune_tombstones(&self, before_ms: i64) {
+        if !self.tombstones.is_empty() {
+            self.tombstones.retain(|_, t| t.1 >= before_ms);
+        }
+    }
+
     /// Queues an op and waits for its commit. Cancel-safe: if the caller drops this future
     /// before the op is queued nothing happens; after, the writer still commits (or fails) the
     /// op as a whole and updates memory itself, only the answer is discarded.

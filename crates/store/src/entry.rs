@@ -60,6 +60,14 @@ impl Entry {
         )
     }
 
+    /// Expired only because of max-idle by this process's clock (the lifespan has not passed):
+    /// another replica may have kept it alive, which only SQL knows.
+    pub fn is_idle_expired_only(&self, now: i64) -> bool {
+        let lifespan_alive =
+            self.lifespan_ms < 0 || now < self.created_ms.saturating_add(self.lifespan_ms);
+        self.max_idle_ms >= 0 && lifespan_alive
+    }
+
     pub fn snapshot(&self) -> EntrySnapshot {
         EntrySnapshot {
             value: self.value.clone(),

@@ -30,6 +30,7 @@
 mod cache;
 mod db;
 mod entry;
+mod feed;
 mod store;
 mod writer;
 
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use bytes::Bytes;
 pub use cache::{Cache, CacheStats};
+pub use feed::{ChangeEvent, ChangeKind};
 pub use store::{Store, StoreMetrics};
 
 /// Errors surfaced to the protocol layer. Kept coarse on purpose: the server maps each to one
@@ -81,6 +83,19 @@ pub struct StoreConfig {
     /// SQLite only: how long a transaction waits for a lock held by another connection before
     /// the batch fails. PostgreSQL waits on row locks instead.
     pub busy_timeout: Duration,
+    /// PostgreSQL: upper bound for each statement of a write transaction (row-lock waits
+    /// included, like Infinispan's lock acquisition timeout) and for any pause inside one. It
+    /// bounds how long a change-log seq can stay uncommitted, so followers wait for a missing
+    /// seq at most 4 x this long before treating it as rolled back.
+    pub write_timeout: Duration,
+    /// PostgreSQL: how often the change feed polls even without a notification (safety net for
+    /// notifications lost while the listening connection reconnects).
+    pub feed_poll_interval: Duration,
+    /// PostgreSQL: duration of the expiration lease; if its holder dies another replica takes
+    /// the sweep over within this long. Renewed every reaper interval.
+    pub expiration_lease: Duration,
+    /// Events kept for a subscriber that is behind; a slower one gets `Lagged`.
+    pub event_buffer: usize,
 }
 
 impl StoreConfig {
@@ -102,6 +117,10 @@ impl Default for StoreConfig {
             max_batch_ops: 512,
             changelog_retention: Duration::from_secs(600),
             busy_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            feed_poll_interval: Duration::from_millis(500),
+            expiration_lease: Duration::from_secs(10),
+            event_buffer: 16 * 1024,
         }
     }
 }

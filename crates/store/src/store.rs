@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{send, Cache};
 use crate::db::{self, Backend};
-use crate::entry::Entry;
+use crate::feed::{self, ChangeEvent, Cursor, Feed};
 use crate::writer::{self, Op, Reply, Request, SWEEP_LIMIT};
 use crate::{now_ms, CacheDef, StoreConfig, StoreError};
 
@@ -54,6 +54,10 @@ pub(crate) struct Core {
     pub max_value_bytes: usize,
     pub max_batch_ops: usize,
     pub changelog_retention: Duration,
+    pub expiration_lease: Duration,
+    /// Whether this replica held the expiration lease at its last maintenance pass.
+    pub lease_held: AtomicBool,
+    pub feed: Feed,
 }
 
 impl Core {
@@ -70,12 +74,41 @@ impl Core {
     pub fn cache(&self, name: &str) -> Option<Cache> {
         self.registry_read().get(name).cloned()
     }
+
+    /// Hands the events of a transaction about to commit to the feed. `seqs` are the seqs of
+    /// its change rows, `events` aligned with them. With a follower (PostgreSQL) they are
+    /// registered for it to publish in seq order, and nothing is returned; without (SQLite),
+    /// they are returned for the writer to publish right after COMMIT.
+    pub fn stage_events(
+        &self,
+        seqs: &[i64],
+        events: Vec<Option<ChangeEvent>>,
+    ) -> Vec<Arc<ChangeEvent>> {
+        let pairs = seqs
+            .iter()
+            .zip(events)
+            .filter_map(|(s, e)| e.map(|e| (*s, Arc::new(e))));
+        if self.feed.follows() {
+            self.feed.register_pending(pairs);
+            Vec::new()
+        } else if self.feed.has_subscribers() {
+            pairs.map(|(_, e)| e).collect()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+struct Tasks {
+    writer: JoinHandle<()>,
+    reaper: JoinHandle<()>,
+    follower: Option<JoinHandle<()>>,
 }
 
 struct Control {
     closed: AtomicBool,
     stop: watch::Sender<bool>,
-    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    tasks: Mutex<Option<Tasks>>,
 }
 
 /// The data engine. Cheap to clone.
@@ -121,16 +154,37 @@ impl Store {
             }
         };
 
+        // PostgreSQL: where to follow the change log from, taken before the load so that
+        // nothing committed while loading is missed (applying a change twice is harmless).
+        let gap_bound = cfg.write_timeout.max(Duration::from_millis(10)) * 4;
+        let cursor = if backend.is_sqlite() {
+            None
+        } else {
+            match Cursor::start(&backend, gap_bound).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    backend.close().await;
+                    return Err(e.into());
+                }
+            }
+        };
+
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let mut registry = HashMap::new();
         let now = now_ms();
+        let interval = cfg.reaper_interval.max(Duration::from_millis(10));
         for def in stored_defs {
-            let cache = Cache::new(def.clone(), writer_tx.clone(), cfg.max_value_bytes);
-            let map = &cache.inner.map;
+            let cache = Cache::new(
+                def.clone(),
+                writer_tx.clone(),
+                cfg.max_value_bytes,
+                backend.clone(),
+            );
+            let inner = &cache.inner;
             let loaded = backend
                 .load_entries(&def.name, |k, row| {
                     if !row.is_expired(now) {
-                        map.insert(k, Entry::from_row(&row));
+                        inner.install(&k, &row);
                     }
                 })
                 .await;
@@ -138,7 +192,7 @@ impl Store {
                 backend.close().await;
                 return Err(e);
             }
-            tracing::info!(cache = %def.name, entries = map.len(), "cache loaded");
+            tracing::info!(cache = %def.name, entries = inner.map.len(), "cache loaded");
             registry.insert(def.name, cache);
         }
 
@@ -150,17 +204,51 @@ impl Store {
             max_value_bytes: cfg.max_value_bytes,
             max_batch_ops,
             changelog_retention: cfg.changelog_retention,
+            expiration_lease: cfg.expiration_lease.max(interval * 3),
+            lease_held: AtomicBool::new(false),
+            feed: Feed::new(
+                cfg.event_buffer,
+                cursor.is_some(),
+                (cfg.feed_poll_interval * 10).max(Duration::from_secs(5)),
+            ),
         });
         let (stop, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(writer::run(core.clone(), writer_rx));
-        let interval = cfg.reaper_interval.max(Duration::from_millis(10));
+        let mut follower = None;
+        if let Some(mut cursor) = cursor {
+            // First catch-up before returning: changes committed during the load.
+            if let Err(e) = feed::catch_up(&core, &mut cursor).await {
+                let msg = match e {
+                    feed::PollError::Db(e) => e.to_string(),
+                    feed::PollError::FellBehind => {
+                        "the change log was pruned while loading; retry".to_string()
+                    }
+                };
+                let _ = send(&core.writer_tx, Op::Shutdown).await;
+                let _ = writer.await;
+                core.backend.close().await;
+                return Err(StoreError::Database(msg));
+            }
+            core.feed.set_ready(true);
+            follower = Some(tokio::spawn(feed::follow(
+                core.clone(),
+                cfg.database_url.trim().to_string(),
+                cursor,
+                cfg.feed_poll_interval.max(Duration::from_millis(10)),
+                stop_rx.clone(),
+            )));
+        }
         let reaper = tokio::spawn(reaper(core.clone(), stop_rx, interval));
         Ok(Store {
             core,
             control: Arc::new(Control {
                 closed: AtomicBool::new(false),
                 stop,
-                tasks: Mutex::new(Some((writer, reaper))),
+                tasks: Mutex::new(Some(Tasks {
+                    writer,
+                    reaper,
+                    follower,
+                })),
             }),
         })
     }
@@ -213,19 +301,71 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some((writer, reaper)) = tasks {
+        if let Some(Tasks {
+            writer,
+            reaper,
+            follower,
+        }) = tasks
+        {
             let _ = reaper.await;
+            if let Some(f) = follower {
+                let _ = f.await;
+            }
             if let Err(e) = send(&self.core.writer_tx, Op::Maintenance).await {
                 tracing::warn!("final flush failed: {e}");
             }
             let _ = send(&self.core.writer_tx, Op::Shutdown).await;
             let _ = writer.await;
         }
+        if !self.core.backend.is_sqlite() && self.core.lease_held.load(Ordering::Acquire) {
+            // Hand the sweep over at once instead of after the lease runs out.
+            if let Err(e) = self
+                .core
+                .backend
+                .release_lease(crate::db::EXPIRATION_LEASE, &self.core.feed.origin)
+                .await
+            {
+                tracing::debug!("releasing the expiration lease: {e}");
+            }
+        }
         self.core.backend.close().await;
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.core.backend.is_sqlite()
+    }
+
+    /// Every committed change of every cache, whichever replica made it, exactly once per
+    /// change, and per key in commit order. CLEAR produces no per-entry events (as in
+    /// Infinispan). A subscriber that falls more than `StoreConfig::event_buffer` events
+    /// behind gets `RecvError::Lagged` and has missed events.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ChangeEvent>> {
+        self.core.feed.events.subscribe()
+    }
+
+    /// Ready = memory reflects SQL up to the feed's position (for health endpoints). False
+    /// while the change feed catches up at startup, while it reloads after falling behind the
+    /// pruned change log, and when it has not reached the database for a while.
+    pub fn is_ready(&self) -> bool {
+        !self.control.closed.load(Ordering::Acquire) && self.core.feed.is_ready()
+    }
+
+    /// Last change-log seq applied with nothing missing below it (lag metrics, tests).
+    pub fn feed_position(&self) -> i64 {
+        self.core.feed.position()
+    }
+
+    /// Test hook: while paused, the change feed does not poll (simulates a replica that falls
+    /// behind).
+    #[doc(hidden)]
+    pub fn pause_feed(&self, paused: bool) {
+        self.core.feed.paused.store(paused, Ordering::Release);
+    }
+
+    /// Whether this replica ran the expiration sweep at its last maintenance pass (PostgreSQL:
+    /// it holds the expiration lease; SQLite: always).
+    pub fn holds_expiration_lease(&self) -> bool {
+        self.core.lease_held.load(Ordering::Acquire)
     }
 
     pub fn metrics(&self) -> StoreMetrics {
@@ -261,6 +401,16 @@ async fn reaper(core: Arc<Core>, mut stop: watch::Receiver<bool>, interval: Dura
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
+        // Removals older than this cannot race with a read any more (reads are bounded by the
+        // write timeout; a minute is far beyond).
+        let before = now_ms() - 60_000;
+        let caches: Vec<Cache> = core.registry_read().values().cloned().collect();
+        for c in &caches {
+            c.inner.prune_tombstones(before);
+        }
+        if !core.backend.is_sqlite() {
+            refresh_idle_suspects(&core, &caches).await;
+        }
         loop {
             match send(&core.writer_tx, Op::Maintenance).await {
                 // A full sweep means more expired rows are probably waiting.
@@ -272,6 +422,35 @@ async fn reaper(core: Arc<Core>, mut stop: watch::Receiver<bool>, interval: Dura
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Entries whose max-idle ran out by this replica's clock may have been kept alive by reads on
+/// another replica, which only SQL's `last_used_ms` knows (touches are flushed there by every
+/// replica). Reads treat them as absent meanwhile; this brings the clock of those still alive
+/// up to date. Truly expired ones are removed by the sweep's `expired` change.
+async fn refresh_idle_suspects(core: &Core, caches: &[Cache]) {
+    for c in caches {
+        let inner = &c.inner;
+        if inner.idle_suspects.is_empty() {
+            continue;
+        }
+        let keys: Vec<bytes::Bytes> = inner.idle_suspects.iter().map(|k| k.clone()).collect();
+        for k in &keys {
+            inner.idle_suspects.remove(k);
+        }
+        match core.backend.read_last_used(&inner.def.name, &keys).await {
+            Ok(rows) => {
+                for (k, version, last_used) in rows {
+                    if let Some(e) = inner.map.get(&k[..]) {
+                        if e.version == version {
+                            e.last_used_ms.fetch_max(last_used, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("refreshing max-idle clocks: {e}"),
         }
     }
 }

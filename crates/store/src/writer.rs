@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{Cache, CacheInner};
 use crate::db::{self, Change, Touch};
-use crate::entry::{Entry, Row, RowMeta};
+use crate::entry::{Row, RowMeta};
+use crate::feed::{ChangeEvent, ChangeKind};
 use crate::store::Core;
 use crate::{
     now_ms, CacheDef, EntrySnapshot, PutIfAbsentOutcome, RemoveOutcome, ReplaceOutcome, StoreError,
@@ -40,6 +41,8 @@ pub(crate) enum Op {
     /// The rest run in a transaction of their own: they are rare and touch whole caches.
     Clear(Arc<CacheInner>),
     CreateCache(CacheDef),
+    /// Registers a cache another replica created (None if it does not exist in SQL).
+    AdoptCache(String),
     RemoveCache(String),
     Maintenance,
     Shutdown,
@@ -134,6 +137,7 @@ pub(crate) enum Reply {
     Unit,
     Cache(Cache),
     Removed(bool),
+    Adopted(Option<Cache>),
     Maintenance { swept: usize },
 }
 
@@ -224,7 +228,7 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
                 core.metrics
                     .ops_committed
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                apply(batch, done);
+                apply(core, batch, done);
                 return;
             }
             Err(BatchError::Retry(why)) if attempt < MAX_ATTEMPTS => {
@@ -270,11 +274,20 @@ async fn resync(core: &Core, batch: &[Request]) {
             per_cache[i].1.extend(op.keys().cloned());
         }
     }
+    // Versions memory held before the re-read (see `execute`).
+    let before: HashMap<(usize, Bytes), i64> = per_cache
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (c, keys))| {
+            keys.iter()
+                .filter_map(move |k| c.map.get(&k[..]).map(|e| ((i, k.clone()), e.version)))
+        })
+        .collect();
     for attempt in 0..50u64 {
         let res = async {
             let mut tx = core.backend.begin().await?;
             let mut found = Vec::new();
-            for (cache, keys) in &per_cache {
+            for (i, (cache, keys)) in per_cache.iter().enumerate() {
                 let keys: Vec<Bytes> = keys.iter().cloned().collect();
                 let metas: HashMap<Bytes, RowMeta> = tx
                     .fetch_meta(&cache.def.name, &keys)
@@ -291,7 +304,7 @@ async fn resync(core: &Core, batch: &[Request]) {
                         (Some(m), Some(v)) => Some(m.with_value(v.clone())),
                         _ => None,
                     };
-                    found.push((cache.clone(), k, row));
+                    found.push((i, cache.clone(), k, row));
                 }
             }
             tx.commit().await?;
@@ -300,19 +313,15 @@ async fn resync(core: &Core, batch: &[Request]) {
         .await;
         match res {
             Ok(found) => {
-                for (cache, k, row) in found {
+                for (i, cache, k, row) in found {
                     match row {
                         Some(r) => {
-                            let same = cache
-                                .map
-                                .get(&k[..])
-                                .is_some_and(|e| e.version == r.version);
-                            if !same {
-                                cache.map.insert(k, Entry::from_row(&r));
-                            }
+                            cache.install(&k, &r);
                         }
                         None => {
-                            cache.map.remove(&k[..]);
+                            if let Some(v) = before.get(&(i, k.clone())) {
+                                cache.remove_upto(&k, *v, true);
+                            }
                         }
                     }
                 }
@@ -336,12 +345,20 @@ struct Slot {
     /// The physical row as of the ops evaluated so far (expired rows included).
     cur: Option<Row>,
     changed: bool,
+    /// Highest version the key had in this transaction (read or written): a removal drops
+    /// memory entries up to it.
+    top_version: i64,
+    /// Version memory held before the transaction read the key.
+    mem_before: Option<i64>,
 }
 
 struct Done {
     caches: Vec<Arc<CacheInner>>,
     slots: HashMap<(usize, Bytes), Slot>,
     replies: Vec<Result<Reply, StoreError>>,
+    /// Events to publish after memory is updated (SQLite; on PostgreSQL the follower does).
+    events: Vec<Arc<ChangeEvent>>,
+    last_seq: Option<i64>,
 }
 
 /// Runs one attempt of a batch in one transaction. Memory is not touched here: if anything
@@ -361,22 +378,30 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
             _ => None,
         });
     }
+    let mut tx = core.backend.begin().await?;
+    // Lock rows in one global order (cache rows by name, then entries by cache name and key)
+    // so that two processes writing the same keys wait for each other instead of
+    // deadlocking. Evaluation order stays FIFO. The shared lock on the cache row orders this
+    // batch against a CLEAR or removal of the cache (they take it exclusively).
+    let mut order: Vec<usize> = (0..caches.len()).collect();
+    order.sort_by(|a, b| caches[*a].def.name.cmp(&caches[*b].def.name));
+    let names: Vec<&str> = order.iter().map(|i| caches[*i].def.name.as_str()).collect();
+    let present = tx.lock_caches(&names, false).await?;
+    // A cache another replica removed: its ops fail like ops on a removed cache handle.
+    let gone: Vec<bool> = caches
+        .iter()
+        .map(|c| c.removed.load(Ordering::Acquire) || !present.contains(&c.def.name))
+        .collect();
     let mut keys: Vec<BTreeSet<Bytes>> = vec![BTreeSet::new(); caches.len()];
     let mut versions_needed = 0usize;
     for (req, ci) in batch.iter().zip(&cache_of) {
-        if let (Op::Key(c, op), Some(ci)) = (&req.op, ci) {
-            if !c.removed.load(Ordering::Acquire) {
+        if let (Op::Key(_, op), Some(ci)) = (&req.op, ci) {
+            if !gone[*ci] {
                 keys[*ci].extend(op.keys().cloned());
                 versions_needed += op.versions_needed();
             }
         }
     }
-
-    let mut tx = core.backend.begin().await?;
-    // Lock rows in one global order (cache name, then key) so that two processes writing the
-    // same keys wait for each other instead of deadlocking. Evaluation order stays FIFO.
-    let mut order: Vec<usize> = (0..caches.len()).collect();
-    order.sort_by(|a, b| caches[*a].def.name.cmp(&caches[*b].def.name));
     let mut slots: HashMap<(usize, Bytes), Slot> = HashMap::new();
     let mut floor = 0i64;
     for ci in order {
@@ -385,6 +410,12 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         if ks.is_empty() {
             continue;
         }
+        // What memory held before the read: such a version was committed before it, so if the
+        // read finds no row, that version is gone and may be dropped from memory.
+        let before: Vec<Option<i64>> = ks
+            .iter()
+            .map(|k| cache.map.get(&k[..]).map(|e| e.version))
+            .collect();
         let metas = tx.fetch_meta(&cache.def.name, &ks).await?;
         let mut rows: HashMap<Bytes, Row> = HashMap::with_capacity(metas.len());
         let mut unresolved: HashMap<Bytes, RowMeta> = HashMap::new();
@@ -422,14 +453,16 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
                 return Err(BatchError::Retry("row disappeared during batch".into()));
             }
         }
-        for k in ks {
+        for (k, mem_before) in ks.into_iter().zip(before) {
             let cur = rows.remove(&k);
             slots.insert(
                 (ci, k),
                 Slot {
                     db_exists: cur.is_some(),
+                    top_version: cur.as_ref().map_or(0, |r| r.version),
                     cur,
                     changed: false,
+                    mem_before,
                 },
             );
         }
@@ -442,11 +475,12 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         versions: versions.into_iter(),
         slots,
         changes: Vec::new(),
+        events: Vec::new(),
     };
     let mut replies = Vec::with_capacity(batch.len());
     for (req, ci) in batch.iter().zip(&cache_of) {
         let reply = match (&req.op, ci) {
-            (Op::Key(c, _), _) if c.removed.load(Ordering::Acquire) => {
+            (Op::Key(c, _), Some(ci)) if gone[*ci] => {
                 Err(StoreError::CacheNotFound(c.def.name.clone()))
             }
             (Op::Key(c, op), Some(ci)) => Ok(ev.eval(*ci, &c.def.name, op)?),
@@ -487,7 +521,10 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         }
     }
     let now = ev.now;
-    tx.insert_changes(&ev.changes, now).await?;
+    let seqs = tx
+        .insert_changes(&ev.changes, &core.feed.origin, now)
+        .await?;
+    let events = core.stage_events(&seqs, ev.events);
     tx.commit()
         .await
         .map_err(|e| BatchError::Ambiguous(e.to_string()))?;
@@ -495,6 +532,8 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         caches,
         slots: ev.slots,
         replies,
+        events,
+        last_seq: seqs.last().copied(),
     })
 }
 
@@ -505,6 +544,8 @@ struct Eval {
     versions: std::vec::IntoIter<i64>,
     slots: HashMap<(usize, Bytes), Slot>,
     changes: Vec<Change>,
+    /// Aligned with `changes`.
+    events: Vec<Option<ChangeEvent>>,
 }
 
 impl Eval {
@@ -539,6 +580,10 @@ impl Eval {
             .next()
             .ok_or_else(|| BatchError::Fatal("internal error: versions exhausted".into()))?;
         let now = self.now;
+        let prev = self.live(ci, key)?;
+        // One copy, shared by memory and events: the caller's buffer usually belongs to a
+        // connection's read buffer, which must not be pinned by the entry.
+        let value = Bytes::copy_from_slice(value);
         let slot = self.slot(ci, key)?;
         slot.cur = Some(Row {
             value: value.clone(),
@@ -549,26 +594,58 @@ impl Eval {
             max_idle_ms: max_idle,
         });
         slot.changed = true;
+        slot.top_version = slot.top_version.max(version);
+        let kind = if prev.is_some() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Created
+        };
         self.changes.push(Change {
             cache: cache.to_string(),
             key: Some(key.clone()),
-            kind: "put",
+            kind: if prev.is_some() {
+                "modified"
+            } else {
+                "created"
+            },
             version: Some(version),
+            prev_version: prev.as_ref().map(|p| p.version),
+            value: None,
         });
+        self.events.push(Some(ChangeEvent {
+            cache: cache.to_string(),
+            key: key.clone(),
+            kind,
+            version,
+            value: Some(value),
+            previous: prev.map(|p| p.value),
+        }));
         Ok(())
     }
 
+    /// Only called on a live entry.
     fn delete(&mut self, ci: usize, cache: &str, key: &Bytes) -> Result<(), BatchError> {
         let slot = self.slot(ci, key)?;
-        let version = slot.cur.as_ref().map(|r| r.version);
-        slot.cur = None;
+        let prev = slot.cur.take();
         slot.changed = true;
+        let version = prev.as_ref().map(|r| r.version);
         self.changes.push(Change {
             cache: cache.to_string(),
             key: Some(key.clone()),
-            kind: "remove",
+            kind: "removed",
             version,
+            prev_version: version,
+            value: None,
         });
+        let previous = prev.map(|r| r.value);
+        self.events.push(Some(ChangeEvent {
+            cache: cache.to_string(),
+            key: key.clone(),
+            kind: ChangeKind::Removed,
+            version: version.unwrap_or(0),
+            value: previous.clone(),
+            previous,
+        }));
         Ok(())
     }
 
@@ -658,28 +735,32 @@ impl Eval {
 /// Mirrors a committed batch into memory, then answers. Every key the batch read is set to what
 /// SQL holds now, also keys no op changed: if another process had changed one, memory catches
 /// up here (this is the "refresh after a failed conditional write" that lets clients' read /
-/// replace-with-version loops converge).
-fn apply(batch: Vec<Request>, done: Done) {
+/// replace-with-version loops converge). Memory only moves forward (see `CacheInner::install`),
+/// so the feed applying a later change first cannot be undone here.
+fn apply(core: &Core, batch: Vec<Request>, done: Done) {
     for ((ci, key), slot) in done.slots {
         let cache = &done.caches[ci];
         match slot.cur {
             Some(row) => {
-                let stale = slot.changed
-                    || cache
-                        .map
-                        .get(&key[..])
-                        .is_none_or(|e| e.version != row.version);
-                if stale {
-                    cache
-                        .map
-                        .insert(Bytes::copy_from_slice(&key), Entry::from_row(&row));
-                }
+                cache.install(&key, &row);
+            }
+            None if slot.changed || slot.db_exists => {
+                cache.remove_upto(&key, slot.top_version, true);
             }
             None => {
-                cache.map.remove(&key[..]);
-                cache.dirty.remove(&key[..]);
+                // Absent in SQL and untouched: drop what memory held before the read (it was
+                // removed by another replica and the feed has not told us yet).
+                if let Some(v) = slot.mem_before {
+                    cache.remove_upto(&key, v, false);
+                }
             }
         }
+    }
+    if let Some(seq) = done.last_seq {
+        core.feed.local_committed(seq);
+    }
+    for ev in done.events {
+        core.feed.publish(ev);
     }
     for (req, reply) in batch.into_iter().zip(done.replies) {
         if let (Op::Key(cache, op), Ok(reply)) = (&req.op, &reply) {
@@ -719,6 +800,7 @@ async fn run_solo(core: &Core, req: Request) {
     let result = match &req.op {
         Op::Clear(cache) => clear(core, cache).await,
         Op::CreateCache(def) => create_cache(core, def).await,
+        Op::AdoptCache(name) => adopt_cache(core, name).await,
         Op::RemoveCache(name) => remove_cache(core, name).await,
         Op::Maintenance => maintenance(core).await,
         Op::Shutdown => Ok(Reply::Unit),
@@ -748,20 +830,34 @@ async fn clear(core: &Core, cache: &Arc<CacheInner>) -> Result<Reply, StoreError
         return Err(StoreError::CacheNotFound(cache.def.name.clone()));
     }
     let mut tx = core.backend.begin().await?;
+    // Exclusive: waits for batches writing this cache and keeps new ones out until COMMIT, so
+    // every row written before has a lower version than the CLEAR's and every later one a
+    // higher version (and a higher change seq).
+    let present = tx.lock_caches(&[cache.def.name.as_str()], true).await?;
+    if present.is_empty() {
+        return Err(StoreError::CacheNotFound(cache.def.name.clone()));
+    }
+    let version = tx.alloc_versions(1, 0).await?.first().copied().unwrap_or(0);
     tx.clear_cache(&cache.def.name).await?;
-    tx.insert_changes(
-        &[Change {
-            cache: cache.def.name.clone(),
-            key: None,
-            kind: "clear",
-            version: None,
-        }],
-        now_ms(),
-    )
-    .await?;
+    let seqs = tx
+        .insert_changes(
+            &[Change {
+                cache: cache.def.name.clone(),
+                key: None,
+                kind: "clear",
+                version: Some(version),
+                prev_version: None,
+                value: None,
+            }],
+            &core.feed.origin,
+            now_ms(),
+        )
+        .await?;
     tx.commit().await?;
-    cache.map.clear();
-    cache.dirty.clear();
+    cache.clear_below(version);
+    if let Some(seq) = seqs.last() {
+        core.feed.local_committed(*seq);
+    }
     Ok(Reply::Unit)
 }
 
@@ -783,11 +879,16 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
         (actual, rows)
     };
     tx.commit().await?;
-    let cache = Cache::new(actual, core.writer_tx.clone(), core.max_value_bytes);
+    let cache = Cache::new(
+        actual,
+        core.writer_tx.clone(),
+        core.max_value_bytes,
+        core.backend.clone(),
+    );
     let now = now_ms();
     for (k, row) in rows {
         if !row.is_expired(now) {
-            cache.inner.map.insert(k, Entry::from_row(&row));
+            cache.inner.install(&k, &row);
         }
     }
     core.registry_write()
@@ -795,23 +896,64 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     Ok(Reply::Cache(cache))
 }
 
+async fn adopt_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
+    if let Some(c) = core.cache(name) {
+        return Ok(Reply::Adopted(Some(c)));
+    }
+    let mut tx = core.backend.begin().await?;
+    let Some(def) = tx.select_cache(name).await? else {
+        tx.commit().await?;
+        return Ok(Reply::Adopted(None));
+    };
+    let rows = tx.cache_rows(name).await?;
+    tx.commit().await?;
+    let cache = Cache::new(
+        def,
+        core.writer_tx.clone(),
+        core.max_value_bytes,
+        core.backend.clone(),
+    );
+    let now = now_ms();
+    for (k, row) in rows {
+        if !row.is_expired(now) {
+            cache.inner.install(&k, &row);
+        }
+    }
+    core.registry_write()
+        .insert(name.to_string(), cache.clone());
+    tracing::info!(cache = %name, "cache created by another replica");
+    Ok(Reply::Adopted(Some(cache)))
+}
+
 async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
     let mut tx = core.backend.begin().await?;
-    let deleted = tx.delete_cache(name).await?;
-    if deleted {
-        // Followers drop the cache's entries on this; the cache row itself is gone.
-        tx.insert_changes(
-            &[Change {
-                cache: name.to_string(),
-                key: None,
-                kind: "clear",
-                version: None,
-            }],
-            now_ms(),
-        )
-        .await?;
+    // Exclusive, as for CLEAR: no batch of this cache is in flight when the row goes.
+    let present = tx.lock_caches(&[name], true).await?;
+    let mut seqs = Vec::new();
+    if !present.is_empty() {
+        let version = tx.alloc_versions(1, 0).await?.first().copied().unwrap_or(0);
+        // Followers drop the cache's entries on this and, finding the cache row gone, the
+        // cache itself.
+        seqs = tx
+            .insert_changes(
+                &[Change {
+                    cache: name.to_string(),
+                    key: None,
+                    kind: "clear",
+                    version: Some(version),
+                    prev_version: None,
+                    value: None,
+                }],
+                &core.feed.origin,
+                now_ms(),
+            )
+            .await?;
     }
+    let deleted = tx.delete_cache(name).await?;
     tx.commit().await?;
+    if let Some(seq) = seqs.last() {
+        core.feed.local_committed(*seq);
+    }
     let known = core.registry_write().remove(name);
     if let Some(c) = &known {
         c.inner.removed.store(true, Ordering::Release);
@@ -821,9 +963,31 @@ async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
     Ok(Reply::Removed(deleted || known.is_some()))
 }
 
-/// Flushes max-idle touches, deletes expired rows (recording `expired` changes) and prunes the
-/// change log, in one transaction.
+/// Flushes max-idle touches (every replica flushes its own) and, on the replica holding the
+/// expiration lease (always on SQLite), deletes expired rows (recording `expired` changes with
+/// their values) and prunes the change log, in one transaction.
 async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
+    let sweeper = match &core.backend {
+        db::Backend::Sqlite(_) => true,
+        db::Backend::Postgres(..) => {
+            let ttl = i64::try_from(core.expiration_lease.as_millis()).unwrap_or(i64::MAX);
+            match core
+                .backend
+                .acquire_lease(db::EXPIRATION_LEASE, &core.feed.origin, ttl)
+                .await
+            {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!("expiration lease: {e}");
+                    false
+                }
+            }
+        }
+    };
+    let was = core.lease_held.swap(sweeper, Ordering::AcqRel);
+    if was != sweeper && !core.backend.is_sqlite() {
+        tracing::info!(held = sweeper, "expiration lease changed hands");
+    }
     let caches: Vec<Cache> = core.registry_read().values().cloned().collect();
     let mut touches: Vec<(Cache, Vec<Touch>)> = Vec::new();
     for cache in caches {
@@ -862,6 +1026,10 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
             tx.touch(cache.name(), list).await?;
         }
         let now = now_ms();
+        if !sweeper {
+            tx.commit().await?;
+            return Ok((Vec::new(), Vec::new(), None));
+        }
         let swept = tx.sweep(now, SWEEP_LIMIT as i64).await?;
         let changes: Vec<Change> = swept
             .iter()
@@ -870,18 +1038,36 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
                 key: Some(s.key.clone()),
                 kind: "expired",
                 version: Some(s.version),
+                prev_version: Some(s.version),
+                value: Some(s.value.clone()),
             })
             .collect();
-        tx.insert_changes(&changes, now).await?;
+        let seqs = tx.insert_changes(&changes, &core.feed.origin, now).await?;
+        let events = core.stage_events(
+            &seqs,
+            swept
+                .iter()
+                .map(|s| {
+                    Some(ChangeEvent {
+                        cache: s.cache.clone(),
+                        key: s.key.clone(),
+                        kind: ChangeKind::Expired,
+                        version: s.version,
+                        value: Some(s.value.clone()),
+                        previous: None,
+                    })
+                })
+                .collect(),
+        );
         let retention = i64::try_from(core.changelog_retention.as_millis()).unwrap_or(i64::MAX);
         tx.prune_changes(now.saturating_sub(retention)).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(swept)
+        Ok::<_, sqlx::Error>((swept, events, seqs.last().copied()))
     }
     .await;
 
     match result {
-        Ok(swept) => {
+        Ok((swept, events, last_seq)) => {
             let flushed: usize = touches.iter().map(|(_, l)| l.len()).sum();
             core.metrics
                 .touches_flushed
@@ -892,11 +1078,14 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
             let n = swept.len();
             for s in swept {
                 if let Some(c) = core.cache(&s.cache) {
-                    c.inner
-                        .map
-                        .remove_if(&s.key[..], |_, e| e.version == s.version);
-                    c.inner.dirty.remove(&s.key[..]);
+                    c.inner.remove_upto(&s.key, s.version, true);
                 }
+            }
+            if let Some(seq) = last_seq {
+                core.feed.local_committed(seq);
+            }
+            for ev in events {
+                core.feed.publish(ev);
             }
             Ok(Reply::Maintenance { swept: n })
         }

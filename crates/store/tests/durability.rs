@@ -117,7 +117,8 @@ async fn concurrent_open_on_empty_database(db: &TestDb) {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM ferrod_schema_migrations")
             .await,
-        1
+        2,
+        "every migration applied exactly once"
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_caches").await, 7);
     // all five can write (versions stay unique across them)

@@ -257,12 +257,13 @@ async fn expired_counts_as_absent(db: &TestDb) {
     cfg.reaper_interval = std::time::Duration::from_secs(3600);
     let store = Store::open(cfg).await.unwrap();
     let c = store.cache("default").unwrap();
+    // Lifespan long enough for six commits on a loaded machine.
     for k in ["p", "pia", "r", "riv", "rm", "rmv"] {
-        c.put(b(k), b("old"), lifespan(50)).await.unwrap();
+        c.put(b(k), b("old"), lifespan(400)).await.unwrap();
     }
     let riv = c.peek(b"riv").unwrap().version;
     let rmv = c.peek(b"rmv").unwrap().version;
-    sleep_ms(80).await;
+    sleep_ms(450).await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM ferrod_entries").await,
         6,

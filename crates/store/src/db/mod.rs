@@ -26,9 +26,13 @@ use crate::{CacheDef, StoreConfig, StoreError};
 /// limit, but huge arrays make slow plans and big messages.
 const PG_CHUNK: usize = 1000;
 
+/// Cloning shares the pool.
+#[derive(Clone)]
 pub(crate) enum Backend {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    /// The pool and the statement that begins a write transaction (it carries the timeouts
+    /// that bound how long a transaction can hold change-log sequence numbers uncommitted).
+    Postgres(PgPool, std::sync::Arc<str>),
 }
 
 pub(crate) enum Tx {
@@ -36,13 +40,36 @@ pub(crate) enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// One row of `ferrod_changes`.
+/// One row of `ferrod_changes` to write. `kind` is one of `created`, `modified`, `removed`,
+/// `expired`, `clear` (rows written before migration 2 may say `put` or `remove`).
 pub(crate) struct Change {
     pub cache: String,
     pub key: Option<Bytes>,
     pub kind: &'static str,
+    /// New version (created/modified), removed/expired version, or the CLEAR's version.
     pub version: Option<i64>,
+    /// Version the change replaced (modified/removed), so followers can tell whether the
+    /// value they hold is the previous one.
+    pub prev_version: Option<i64>,
+    /// Only for `expired`: the expired value (the row is gone, followers cannot read it).
+    pub value: Option<Bytes>,
 }
+
+/// One row of `ferrod_changes` as the follower reads it (not validated yet).
+#[allow(dead_code)]
+pub(crate) struct ChangeRow {
+    pub seq: i64,
+    pub cache: Option<String>,
+    pub key: Option<Bytes>,
+    pub kind: Option<String>,
+    pub version: Option<i64>,
+    pub prev_version: Option<i64>,
+    pub origin: Option<String>,
+    pub value: Option<Bytes>,
+}
+
+/// The name of the expiration lease in `ferrod_leases`.
+pub(crate) const EXPIRATION_LEASE: &str = "expiration";
 
 /// A max-idle touch to persist: only applied if the row still has `version`, so a touch that
 /// was queued before an overwrite cannot stretch the new entry's lifetime.
@@ -58,6 +85,7 @@ pub(crate) struct Swept {
     pub cache: String,
     pub key: Bytes,
     pub version: i64,
+    pub value: Bytes,
 }
 
 pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
@@ -68,7 +96,15 @@ pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
-        Ok(Backend::Postgres(pool))
+        // Every statement of a write transaction, and every pause between them, is bounded, so
+        // a change-log seq taken by a transaction is committed or rolled back within
+        // 2 x write_timeout (plus the COMMIT itself); the follower's gap bound derives from it.
+        let ms = cfg.write_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let begin = format!(
+            "BEGIN; SET LOCAL statement_timeout = {ms}; \
+             SET LOCAL idle_in_transaction_session_timeout = {ms}"
+        );
+        Ok(Backend::Postgres(pool, begin.into()))
     } else if url.starts_with("sqlite:") {
         connect_sqlite(url, cfg.busy_timeout).await
     } else {
@@ -161,14 +197,14 @@ impl Backend {
         Ok(match self {
             // IMMEDIATE: take the write lock now, so what we read is what we write over.
             Backend::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Backend::Postgres(p, begin) => Tx::Postgres(p.begin_with(begin.to_string()).await?),
         })
     }
 
     pub async fn close(&self) {
         match self {
             Backend::Sqlite(p) => p.close().await,
-            Backend::Postgres(p) => p.close().await,
+            Backend::Postgres(p, _) => p.close().await,
         }
     }
 
@@ -192,7 +228,7 @@ impl Backend {
                 .iter()
                 .map(cache_def_sqlite)
                 .collect::<Result<Vec<_>, _>>()?,
-            Backend::Postgres(p) => sqlx::query(SQL)
+            Backend::Postgres(p, _) => sqlx::query(SQL)
                 .fetch_all(p)
                 .await?
                 .iter()
@@ -220,7 +256,7 @@ impl Backend {
                     sink(k, row);
                 }
             }
-            Backend::Postgres(p) => {
+            Backend::Postgres(p, _) => {
                 let mut rows = sqlx::query(SQL_PG).bind(cache).fetch(p);
                 while let Some(r) = rows.try_next().await? {
                     let (k, row) = full_row_pg(&r)?;
@@ -230,6 +266,206 @@ impl Backend {
         }
         Ok(())
     }
+}
+
+impl Backend {
+    /// The row of one key, read outside any transaction (read-through).
+    pub async fn read_row(&self, cache: &str, key: &[u8]) -> Result<Option<Row>, StoreError> {
+        const COLS: &str = "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, \
+            max_idle_ms FROM ferrod_entries";
+        Ok(match self {
+            Backend::Sqlite(p) => sqlx::query(&format!("{COLS} WHERE cache = ? AND key = ?"))
+                .bind(cache)
+                .bind(key)
+                .fetch_optional(p)
+                .await?
+                .map(|r| full_row_sqlite(&r))
+                .transpose()?
+                .map(|(_, row)| row),
+            Backend::Postgres(p, _) => {
+                sqlx::query(&format!("{COLS} WHERE cache = $1 AND key = $2"))
+                    .bind(cache)
+                    .bind(key)
+                    .fetch_optional(p)
+                    .await?
+                    .map(|r| full_row_pg(&r))
+                    .transpose()?
+                    .map(|(_, row)| row)
+            }
+        })
+    }
+
+    fn pg(&self) -> Result<&PgPool, sqlx::Error> {
+        match self {
+            Backend::Postgres(p, _) => Ok(p),
+            Backend::Sqlite(_) => Err(sqlx::Error::Protocol(
+                "internal error: PostgreSQL-only statement on SQLite".into(),
+            )),
+        }
+    }
+
+    /// Full rows of the given keys (PostgreSQL; the follower's batched refresh).
+    pub async fn read_rows(
+        &self,
+        cache: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<(Bytes, Row)>, sqlx::Error> {
+        let p = self.pg()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(PG_CHUNK) {
+            let rows = sqlx::query(
+                "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
+            )
+            .bind(cache)
+            .bind(key_slices(chunk))
+            .fetch_all(p)
+            .await?;
+            for r in &rows {
+                out.push(full_row_pg(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// (key, version, last_used_ms) of the given keys (PostgreSQL; idle-expiry suspects).
+    pub async fn read_last_used(
+        &self,
+        cache: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<(Bytes, i64, i64)>, sqlx::Error> {
+        let p = self.pg()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(PG_CHUNK) {
+            let rows = sqlx::query(
+                "SELECT key, version, last_used_ms FROM ferrod_entries \
+                 WHERE cache = $1 AND key = ANY($2)",
+            )
+            .bind(cache)
+            .bind(key_slices(chunk))
+            .fetch_all(p)
+            .await?;
+            for r in &rows {
+                let k: Vec<u8> = r.try_get(0)?;
+                out.push((Bytes::from(k), r.try_get(1)?, r.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn max_change_seq(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0)::int8 FROM ferrod_changes")
+            .fetch_one(self.pg()?)
+            .await
+    }
+
+    /// Seqs at or above `from` that no visible row has (in-flight or rolled back), as
+    /// inclusive ranges.
+    pub async fn change_gaps(&self, from: i64) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT prev + 1, seq - 1 FROM (SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev \
+             FROM ferrod_changes WHERE seq >= $1) t WHERE seq - prev > 1",
+        )
+        .bind(from)
+        .fetch_all(self.pg()?)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    /// The lowest seq of a row committed at or after `since_ms` (None if there is none).
+    pub async fn first_change_since(&self, since_ms: i64) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT MIN(seq) FROM ferrod_changes WHERE committed_ms >= $1")
+            .bind(since_ms)
+            .fetch_one(self.pg()?)
+            .await
+    }
+
+    pub async fn changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ChangeRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, cache, key, kind, version, prev_version, origin, value \
+             FROM ferrod_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pg()?)
+        .await?;
+        rows.iter().map(change_row_pg).collect()
+    }
+
+    pub async fn changes_in(&self, seqs: &[i64]) -> Result<Vec<ChangeRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, cache, key, kind, version, prev_version, origin, value \
+             FROM ferrod_changes WHERE seq = ANY($1) ORDER BY seq",
+        )
+        .bind(seqs)
+        .fetch_all(self.pg()?)
+        .await?;
+        rows.iter().map(change_row_pg).collect()
+    }
+
+    /// Highest seq ever pruned from the change log.
+    pub async fn pruned_through(&self) -> Result<i64, sqlx::Error> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT value FROM ferrod_meta WHERE name = 'changes_pruned_through'",
+        )
+        .fetch_optional(self.pg()?)
+        .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Takes or renews a lease (PostgreSQL, judged by the database's clock so replicas' clocks
+    /// do not matter). True if `holder` holds it until now + `ttl_ms`.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE ferrod_leases SET holder = $2, \
+             expires_ms = (extract(epoch FROM clock_timestamp()) * 1000)::int8 + $3 \
+             WHERE name = $1 AND (holder = $2 OR \
+             expires_ms < (extract(epoch FROM clock_timestamp()) * 1000)::int8) RETURNING 1",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl_ms)
+        .fetch_optional(self.pg()?)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE ferrod_leases SET expires_ms = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(self.pg()?)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads a change row without failing on bad content: only `seq` must decode (it is the
+/// primary key); anything else that does not decode becomes None and is judged by the caller.
+fn change_row_pg(r: &sqlx::postgres::PgRow) -> Result<ChangeRow, sqlx::Error> {
+    let key: Option<Vec<u8>> = r.try_get(2).ok().flatten();
+    let value: Option<Vec<u8>> = r.try_get(7).ok().flatten();
+    Ok(ChangeRow {
+        seq: r.try_get(0)?,
+        cache: r.try_get(1).ok().flatten(),
+        key: key.map(Bytes::from),
+        kind: r.try_get(3).ok().flatten(),
+        version: r.try_get(4).ok().flatten(),
+        prev_version: r.try_get(5).ok().flatten(),
+        origin: r.try_get(6).ok().flatten(),
+        value: value.map(Bytes::from),
+    })
 }
 
 fn cache_def_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<CacheDef, sqlx::Error> {
@@ -583,51 +819,111 @@ impl Tx {
         Ok(())
     }
 
-    /// Appends to the change log in the given order (sequence numbers follow it).
+    /// Appends to the change log in the given order and returns the rows' seqs in that order
+    /// (ascending). On PostgreSQL also queues `NOTIFY ferrod_changes` (delivered at COMMIT; the
+    /// payload, the highest seq, is a hint only).
     pub async fn insert_changes(
         &mut self,
         changes: &[Change],
+        origin: &str,
         now: i64,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let mut seqs = Vec::with_capacity(changes.len());
         match self {
             Tx::Sqlite(t) => {
                 for c in changes {
-                    sqlx::query(
-                        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
-                         VALUES (?, ?, ?, ?, ?)",
+                    let seq: i64 = sqlx::query_scalar(
+                        "INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, \
+                         value, origin, committed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                         RETURNING seq",
                     )
                     .bind(c.cache.as_str())
                     .bind(c.key.as_deref())
                     .bind(c.kind)
                     .bind(c.version)
+                    .bind(c.prev_version)
+                    .bind(c.value.as_deref())
+                    .bind(origin)
                     .bind(now)
-                    .execute(&mut **t)
+                    .fetch_one(&mut **t)
                     .await?;
+                    seqs.push(seq);
                 }
             }
             Tx::Postgres(t) => {
-                for chunk in changes.chunks(PG_CHUNK) {
+                for chunk in change_chunks(changes) {
                     let caches: Vec<&str> = chunk.iter().map(|c| c.cache.as_str()).collect();
                     let keys: Vec<Option<&[u8]>> = chunk.iter().map(|c| c.key.as_deref()).collect();
                     let kinds: Vec<&str> = chunk.iter().map(|c| c.kind).collect();
                     let versions: Vec<Option<i64>> = chunk.iter().map(|c| c.version).collect();
-                    sqlx::query(
-                        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
-                         SELECT u.cache, u.key, u.kind, u.version, $5 \
-                         FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::int8[]) \
-                         WITH ORDINALITY AS u(cache, key, kind, version, ord) ORDER BY u.ord",
+                    let prevs: Vec<Option<i64>> = chunk.iter().map(|c| c.prev_version).collect();
+                    let values: Vec<Option<&[u8]>> =
+                        chunk.iter().map(|c| c.value.as_deref()).collect();
+                    // nextval() runs per row in ORDER BY order, so sorting the returned seqs
+                    // gives them in the order of `changes`.
+                    let mut got: Vec<i64> = sqlx::query_scalar(
+                        "WITH ins AS (INSERT INTO ferrod_changes (cache, key, kind, version, \
+                         prev_version, value, origin, committed_ms) \
+                         SELECT u.cache, u.key, u.kind, u.version, u.prev, u.value, $7, $8 \
+                         FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::int8[], \
+                         $5::int8[], $6::bytea[]) \
+                         WITH ORDINALITY AS u(cache, key, kind, version, prev, value, ord) \
+                         ORDER BY u.ord RETURNING seq), \
+                         n AS (SELECT pg_notify('ferrod_changes', max(seq)::text) FROM ins) \
+                         SELECT ins.seq FROM ins CROSS JOIN n",
                     )
                     .bind(caches)
                     .bind(keys)
                     .bind(kinds)
                     .bind(versions)
+                    .bind(prevs)
+                    .bind(values)
+                    .bind(origin)
                     .bind(now)
-                    .execute(&mut **t)
+                    .fetch_all(&mut **t)
                     .await?;
+                    got.sort_unstable();
+                    seqs.extend(got);
                 }
             }
         }
-        Ok(())
+        Ok(seqs)
+    }
+
+    /// Locks the rows of the given caches (sorted names) in `ferrod_caches`: shared by write
+    /// batches, exclusive by CLEAR, so a CLEAR and the writes of its cache are serialized and
+    /// their change rows are in commit order. Returns the names that exist.
+    pub async fn lock_caches(
+        &mut self,
+        names: &[&str],
+        exclusive: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => {
+                // The transaction holds SQLite's write lock already.
+                let mut found = Vec::new();
+                for n in names {
+                    let hit: Option<String> =
+                        sqlx::query_scalar("SELECT name FROM ferrod_caches WHERE name = ?")
+                            .bind(n)
+                            .fetch_optional(&mut **t)
+                            .await?;
+                    found.extend(hit);
+                }
+                Ok(found)
+            }
+            Tx::Postgres(t) => {
+                let sql = if exclusive {
+                    "SELECT name FROM ferrod_caches WHERE name = ANY($1) ORDER BY name FOR UPDATE"
+                } else {
+                    "SELECT name FROM ferrod_caches WHERE name = ANY($1) ORDER BY name FOR SHARE"
+                };
+                sqlx::query_scalar(sql)
+                    .bind(names)
+                    .fetch_all(&mut **t)
+                    .await
+            }
+        }
     }
 
     pub async fn clear_cache(&mut self, cache: &str) -> Result<(), sqlx::Error> {
@@ -803,16 +1099,18 @@ impl Tx {
             usize: sqlx::ColumnIndex<R>,
         {
             let key: Vec<u8> = r.try_get(1usize)?;
+            let value: Vec<u8> = r.try_get(3usize)?;
             Ok(Swept {
                 cache: r.try_get(0usize)?,
                 key: Bytes::from(key),
                 version: r.try_get(2usize)?,
+                value: Bytes::from(value),
             })
         }
         match self {
             Tx::Sqlite(t) => sqlx::query(
                 "DELETE FROM ferrod_entries WHERE rowid IN (SELECT rowid FROM ferrod_entries \
-                 WHERE expires_ms <= ?1 LIMIT ?2) RETURNING cache, key, version",
+                 WHERE expires_ms <= ?1 LIMIT ?2) RETURNING cache, key, version, value",
             )
             .bind(now)
             .bind(limit)
@@ -824,7 +1122,7 @@ impl Tx {
             Tx::Postgres(t) => sqlx::query(
                 "DELETE FROM ferrod_entries WHERE (cache, key) IN (SELECT cache, key \
                  FROM ferrod_entries WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 AND expires_ms <= $1 RETURNING cache, key, version",
+                 AND expires_ms <= $1 RETURNING cache, key, version, value",
             )
             .bind(now)
             .bind(limit)
@@ -836,20 +1134,60 @@ impl Tx {
         }
     }
 
+    /// Deletes change rows committed before `before_ms` and records the highest seq deleted
+    /// (`changes_pruned_through`), so a follower can tell it missed rows it never saw.
     pub async fn prune_changes(&mut self, before_ms: i64) -> Result<u64, sqlx::Error> {
         Ok(match self {
-            Tx::Sqlite(t) => sqlx::query("DELETE FROM ferrod_changes WHERE committed_ms < ?")
+            Tx::Sqlite(t) => {
+                sqlx::query(
+                    "UPDATE ferrod_meta SET value = MAX(value, COALESCE((SELECT MAX(seq) \
+                     FROM ferrod_changes WHERE committed_ms < ?), 0)) \
+                     WHERE name = 'changes_pruned_through'",
+                )
                 .bind(before_ms)
                 .execute(&mut **t)
-                .await?
-                .rows_affected(),
-            Tx::Postgres(t) => sqlx::query("DELETE FROM ferrod_changes WHERE committed_ms < $1")
+                .await?;
+                sqlx::query("DELETE FROM ferrod_changes WHERE committed_ms < ?")
+                    .bind(before_ms)
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected()
+            }
+            Tx::Postgres(t) => {
+                let n: i64 = sqlx::query_scalar(
+                    "WITH d AS (DELETE FROM ferrod_changes WHERE committed_ms < $1 RETURNING seq), \
+                     u AS (UPDATE ferrod_meta SET value = GREATEST(value, (SELECT MAX(seq) FROM d)) \
+                     WHERE name = 'changes_pruned_through' AND EXISTS (SELECT 1 FROM d)) \
+                     SELECT COUNT(*) FROM d",
+                )
                 .bind(before_ms)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
+                .fetch_one(&mut **t)
+                .await?;
+                n as u64
+            }
         })
     }
+}
+
+/// Splits change rows so one statement stays well below PostgreSQL's message limit even when
+/// expired values are large.
+fn change_chunks(changes: &[Change]) -> Vec<&[Change]> {
+    const MAX_BYTES: usize = 16 * 1024 * 1024;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, c) in changes.iter().enumerate() {
+        let size = c.key.as_ref().map_or(0, |k| k.len()) + c.value.as_ref().map_or(0, |v| v.len());
+        if i > start && (i - start >= PG_CHUNK || bytes + size > MAX_BYTES) {
+            out.push(&changes[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < changes.len() {
+        out.push(&changes[start..]);
+    }
+    out
 }
 
 /// Splits rows for PostgreSQL array statements so that no single message carries more than
