@@ -32,6 +32,16 @@ public record Case(String target, ProtocolVersion version) {
       return Integer.parseInt(n.substring(n.lastIndexOf('_') + 1));
    }
 
+   /** True for the 16.x client generation (protocol 4.1 and the rewritten client). */
+   public static boolean clientSpeaks41() {
+      for (ProtocolVersion v : ProtocolVersion.values()) {
+         if (v.name().endsWith("_41")) {
+            return true;
+         }
+      }
+      return false;
+   }
+
    public static List<Case> all() {
       List<Case> out = new ArrayList<>();
       for (String t : Targets.selected()) {
