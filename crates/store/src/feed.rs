@@ -211,7 +211,9 @@ impl Cursor {
         backend: &crate::db::Backend,
         gap_bound: Duration,
     ) -> Result<Cursor, sqlx::Error> {
-        let max_seen = backend.max_change_seq().await?;
+        // Pruned rows are in what is about to be loaded (the log may even be empty).
+        let pruned = backend.pruned_through().await?;
+        let max_seen = backend.max_change_seq().await?.max(pruned);
         let mut missing = BTreeMap::new();
         // Generous: committed_ms is the writer's clock, which may be off.
         let window = i64::try_from(gap_bound.as_millis()).unwrap_or(i64::MAX / 4) * 2 + 60_000;

@@ -5,27 +5,54 @@
 //! writer task per [`Store`], which groups whatever is queued into a single SQL transaction
 //! (group commit), decides conditional operations against the rows it read *inside* that
 //! transaction, commits, and only then mirrors the committed result into memory and answers the
-//! callers. Because memory is only ever changed after a commit, and only by the writer, a
-//! process killed at any instant loses no acknowledged write and memory never shows a write that
-//! SQL does not have.
+//! callers. Because memory is only ever changed after a commit (by the writer, or by the change
+//! feed and read-through from committed rows), a process killed at any instant loses no
+//! acknowledged write and memory never shows a write that SQL does not have.
 //!
-//! Consistency delivered (single process): reads observe every acknowledged write of this
-//! process; conditional operations are linearizable per key (FIFO order of submission is kept,
-//! also inside one batch). Across processes, conditional writes are still decided in SQL under row
-//! locks (PostgreSQL) or an exclusive transaction (SQLite), and every key a batch looks at is
-//! refreshed in memory from the row it read, so read-then-replaceWithVersion loops converge.
-//! Not yet delivered: following other replicas' writes through `ferrod_changes` (the table is
-//! written, nobody reads it yet), read-through to SQL on a memory miss, and a lease so only one
-//! replica runs the expiration sweep (today every replica sweeps; `SKIP LOCKED` keeps them from
-//! blocking each other).
+//! Consistency delivered:
+//! - **Own writes** are visible to reads on the same replica as soon as the write is
+//!   acknowledged (memory is updated right after COMMIT, before the reply).
+//! - **Other replicas' writes** (PostgreSQL) reach memory through the change feed
+//!   ([`Store::subscribe`] publishes the same changes): every replica follows `ferrod_changes`,
+//!   woken by `NOTIFY ferrod_changes` and polling every `feed_poll_interval` as a safety net, so
+//!   a read served from memory may lag another replica's write by the feed lag (typically a few
+//!   milliseconds; at most the poll interval when a notification is lost). A miss that must
+//!   not be trusted can be re-read from SQL with [`Cache::get_fresh`]; `get`/`peek`/
+//!   `contains_key` stay memory-only.
+//! - **Conditional operations** are linearizable per key across replicas: decided in SQL under
+//!   row locks (PostgreSQL) or an exclusive transaction (SQLite), and every key a batch looks at
+//!   is refreshed in memory from the row it read, so read-then-replaceWithVersion loops
+//!   converge even before the feed delivers.
+//! - **Memory only moves forward**: every path that puts SQL state into memory (writer, feed,
+//!   read-through, resync) keeps the newest version and remembers recent removals and CLEARs,
+//!   so the order in which they race cannot make memory go back in time.
+//! - **Events**: each committed change exactly once per subscriber, per key in commit order
+//!   (change rows of a key are written under the key's row lock; CLEAR takes the cache row
+//!   exclusively). CLEAR raises no per-entry events.
+//! - **Expiration** is swept by one replica at a time (a lease in `ferrod_leases`), which
+//!   records `expired` changes (with the value) so every replica drops the entry and raises
+//!   Expired. Max-idle: every replica flushes its own reads' touches to SQL every reaper
+//!   interval; the sweep judges max-idle from SQL's `last_used_ms` only. A replica whose own
+//!   clock says an entry is idle-expired treats it as absent but does not drop it: it re-reads
+//!   the entry's `last_used_ms` from SQL at its next reaper pass, so an entry kept alive by
+//!   reads on another replica may read as absent here for up to about one touch-flush interval
+//!   plus one reaper interval (the tolerance), and is never expired by this replica's clock.
 //!
 //! Schema (see `db/migrations.rs`): `ferrod_caches`, `ferrod_entries` (PK cache+key, raw bytes,
-//! an indexed `expires_ms` so the sweep never scans), `ferrod_meta` (SQLite version counter),
-//! `ferrod_version_seq` (PostgreSQL), `ferrod_changes` (one row per changed key and per clear,
-//! written in the same transaction as the change), `ferrod_schema_migrations`.
+//! an indexed `expires_ms` so the sweep never scans), `ferrod_meta` (SQLite version counter,
+//! `changes_pruned_through`), `ferrod_version_seq` (PostgreSQL), `ferrod_changes` (one row per
+//! changed key and per clear, written in the same transaction as the change: kind
+//! created/modified/removed/expired/clear, version, previous version, origin replica, the value
+//! for expired rows), `ferrod_leases`, `ferrod_schema_migrations`. See `feed.rs` for how the
+//! follower copes with seqs that become visible out of order, lost notifications and pruning.
 //!
 //! Max-idle: a read restarts the idle clock in memory at once and in SQL within one reaper
 //! interval (touches are flushed in batches), so a crash can lose at most that much idle time.
+//!
+//! Not delivered: events of changes a replica missed because it fell further behind than the
+//! change log's retention (it reloads every cache from SQL instead, see `feed.rs`); and the
+//! gap bound assumes COMMIT itself is quick (statements and pauses inside write transactions
+//! are bounded by `write_timeout`, the COMMIT's flush and synchronous replication are not).
 
 mod cache;
 mod db;

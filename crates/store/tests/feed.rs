@@ -1,0 +1,685 @@
+//! The change feed: replicas follow each other through `ferrod_changes`, subscribers get every
+//! committed change exactly once, per key in commit order; shared expiration under a lease.
+//! PostgreSQL tests skip without FERROD_TEST_PG_URL (see tests/common/mod.rs); each one runs
+//! in its own database.
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{sleep_ms, TestDb};
+use ferrod_store::*;
+use sqlx::Connection;
+use tokio::sync::broadcast::{error::TryRecvError, Receiver};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+const IMM: Expiration = Expiration::IMMORTAL;
+
+fn lifespan(ms: i64) -> Expiration {
+    Expiration::new(Expiry::Millis(ms), Expiry::Infinite)
+}
+
+fn idle(ms: i64) -> Expiration {
+    Expiration::new(Expiry::Infinite, Expiry::Millis(ms))
+}
+
+/// Polls `f` until it holds (max 5 s).
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for: {what}"
+        );
+        sleep_ms(10).await;
+    }
+}
+
+/// Receives exactly `n` events (max 5 s), then checks nothing more arrives for a moment.
+async fn recv_exactly(rx: &mut Receiver<Arc<ChangeEvent>>, n: usize) -> Vec<Arc<ChangeEvent>> {
+    let out = recv_n(rx, n).await;
+    sleep_ms(300).await;
+    match rx.try_recv() {
+        Err(TryRecvError::Empty) => {}
+        other => panic!("unexpected extra event: {other:?}"),
+    }
+    out
+}
+
+/// Receives `n` events (max 5 s).
+async fn recv_n(rx: &mut Receiver<Arc<ChangeEvent>>, n: usize) -> Vec<Arc<ChangeEvent>> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => out.push(e),
+            Ok(Err(e)) => panic!("subscriber: {e}"),
+            Err(_) => panic!("got {} of {n} events: {out:#?}", out.len()),
+        }
+    }
+    out
+}
+
+async fn pg() -> Option<TestDb> {
+    let db = TestDb::postgres().await;
+    if db.is_none() {
+        eprintln!("skipped: FERROD_TEST_PG_URL not set");
+    }
+    db
+}
+
+/// Replica configuration: short timers so the tests run fast.
+fn replica(db: &TestDb) -> StoreConfig {
+    StoreConfig {
+        feed_poll_interval: Duration::from_millis(200),
+        write_timeout: Duration::from_millis(500),
+        ..db.config()
+    }
+}
+
+async fn raw_pg(db: &TestDb) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(db.url()).await.unwrap()
+}
+
+async fn max_seq(db: &TestDb) -> i64 {
+    db.count("SELECT COALESCE(MAX(seq), 0)::int8 FROM ferrod_changes")
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events of one store (SQLite: published by the writer; PostgreSQL: by the follower).
+
+both_backends!(events_of_one_store);
+
+async fn events_of_one_store(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    assert!(store.is_ready());
+    let c = store.cache("default").unwrap();
+    let mut rx = store.subscribe();
+
+    c.put(b("k"), b("v1"), IMM).await.unwrap();
+    let v1 = c.peek(b"k").unwrap().version;
+    c.put(b("k"), b("v2"), IMM).await.unwrap();
+    let v2 = c.peek(b"k").unwrap().version;
+    assert_eq!(
+        c.put_if_absent(b("k"), b("x"), IMM).await.unwrap(),
+        PutIfAbsentOutcome::Present(c.peek(b"k").unwrap())
+    );
+    c.put_all(vec![(b("a"), b("1")), (b("b"), b("2"))], IMM)
+        .await
+        .unwrap();
+    c.remove(b("k")).await.unwrap();
+    c.remove(b("k")).await.unwrap(); // missing: no event
+    c.put(b("short"), b("sv"), lifespan(50)).await.unwrap();
+    let vs = c.peek(b"short").unwrap().version;
+    // An expired row overwritten is a creation.
+    c.put(b("gone"), b("g1"), lifespan(50)).await.unwrap();
+    sleep_ms(120).await;
+    c.put(b("gone"), b("g2"), IMM).await.unwrap();
+    let vg = c.peek(b"gone").unwrap().version;
+    assert_eq!(store.run_maintenance().await.unwrap(), 1);
+    c.clear().await.unwrap(); // no per-entry events
+    c.put(b("after"), b("x"), IMM).await.unwrap();
+
+    let evs = recv_exactly(&mut rx, 10).await;
+    let kinds: Vec<(ChangeKind, &[u8])> = evs.iter().map(|e| (e.kind, &e.key[..])).collect();
+    use ChangeKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            (Created, &b"k"[..]),
+            (Modified, b"k"),
+            (Created, b"a"),
+            (Created, b"b"),
+            (Removed, b"k"),
+            (Created, b"short"),
+            (Created, b"gone"),
+            (Created, b"gone"),
+            (Expired, b"short"),
+            (Created, b"after"),
+        ]
+    );
+    assert_eq!(evs[0].version, v1);
+    assert_eq!(evs[0].value, Some(b("v1")));
+    assert_eq!(evs[0].previous, None);
+    assert_eq!(evs[0].cache, "default");
+    assert_eq!(evs[1].version, v2);
+    assert_eq!(evs[1].value, Some(b("v2")));
+    assert_eq!(evs[1].previous, Some(b("v1")));
+    assert_eq!(evs[4].version, v2, "removed: the removed entry's version");
+    assert_eq!(evs[4].previous, Some(b("v2")));
+    assert_eq!(evs[7].version, vg);
+    assert_eq!(evs[7].previous, None);
+    assert_eq!(evs[8].version, vs);
+    assert_eq!(
+        evs[8].value,
+        Some(b("sv")),
+        "expired events carry the value"
+    );
+    until("position reaches the last change", || {
+        store.feed_position() > 0
+    })
+    .await;
+    store.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas on PostgreSQL.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_a_appears_on_b() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    assert!(a.is_ready() && bs.is_ready());
+    let (ca, cb) = (a.cache("default").unwrap(), bs.cache("default").unwrap());
+    let mut rx = bs.subscribe();
+
+    ca.put(b("k"), b("v1"), IMM).await.unwrap();
+    let v1 = ca.peek(b"k").unwrap().version;
+    until("B sees the put", || {
+        cb.peek(b"k").is_some_and(|e| e.version == v1)
+    })
+    .await;
+    assert_eq!(cb.peek(b"k").unwrap(), ca.peek(b"k").unwrap());
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Created);
+    assert_eq!((ev[0].version, ev[0].value.clone()), (v1, Some(b("v1"))));
+
+    ca.put(b("k"), b("v2"), IMM).await.unwrap();
+    let v2 = ca.peek(b"k").unwrap().version;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Modified);
+    assert_eq!(ev[0].version, v2);
+    assert_eq!(ev[0].value, Some(b("v2")));
+    assert_eq!(ev[0].previous, Some(b("v1")), "B held the previous value");
+    assert_eq!(cb.peek(b"k").unwrap().value, b("v2"));
+
+    ca.remove(b("k")).await.unwrap();
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Removed);
+    assert_eq!(ev[0].version, v2);
+    assert_eq!(ev[0].previous, Some(b("v2")));
+    assert!(cb.peek(b"k").is_none());
+
+    // Writes on B are seen by A, and B's own subscriber gets them once too.
+    let mut rxa = a.subscribe();
+    cb.put(b("fromb"), b("x"), IMM).await.unwrap();
+    assert_eq!(
+        cb.get(b"fromb").unwrap().value,
+        b("x"),
+        "own writes at once"
+    );
+    until("A sees B's put", || ca.peek(b"fromb").is_some()).await;
+    assert_eq!(recv_exactly(&mut rxa, 1).await[0].key, b("fromb"));
+    assert_eq!(recv_exactly(&mut rx, 1).await[0].key, b("fromb"));
+
+    // CLEAR empties the other replica without per-entry events.
+    ca.put(b("c1"), b("x"), IMM).await.unwrap();
+    until("B sees c1", || cb.peek(b"c1").is_some()).await;
+    let _ = recv_exactly(&mut rx, 1).await;
+    ca.clear().await.unwrap();
+    until("B is cleared", || cb.size() == 0).await;
+    ca.put(b("c2"), b("y"), IMM).await.unwrap();
+    until("B sees the write after the clear", || {
+        cb.peek(b"c2").is_some()
+    })
+    .await;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(
+        (ev[0].kind, ev[0].key.clone()),
+        (ChangeKind::Created, b("c2"))
+    );
+
+    // A cache created on A shows up on B; removing it removes it on B.
+    let na = a.get_or_create_cache(CacheDef::new("other")).await.unwrap();
+    na.put(b("o"), b("1"), IMM).await.unwrap();
+    until("B adopts the new cache", || {
+        bs.cache("other").is_some_and(|c| c.peek(b"o").is_some())
+    })
+    .await;
+    assert_eq!(recv_exactly(&mut rx, 1).await[0].cache, "other");
+    a.remove_cache("other").await.unwrap();
+    until("B drops the removed cache", || bs.cache("other").is_none()).await;
+
+    until("positions meet", || {
+        a.feed_position() == bs.feed_position() && a.feed_position() > 0
+    })
+    .await;
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_across_replicas() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    let mut rxs = [a.subscribe(), bs.subscribe()];
+    let keys = ["k0", "k1", "k2", "k3"];
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let c = if t % 2 == 0 { &a } else { &bs }.cache("default").unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for i in 0..40 {
+                let k = keys[(t + i) % 4];
+                if i % 7 == 3 {
+                    if matches!(c.remove(b(k)).await.unwrap(), RemoveOutcome::Removed(_)) {
+                        n += 1;
+                    }
+                } else {
+                    c.put(b(k), b(&format!("{t}-{i}")), IMM).await.unwrap();
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut changes = 0usize;
+    for t in tasks {
+        changes += t.await.unwrap();
+    }
+    let top = max_seq(&db).await;
+    until("both followers caught up", || {
+        a.feed_position() >= top && bs.feed_position() >= top
+    })
+    .await;
+    let mut sql: HashMap<String, Option<i64>> = HashMap::new();
+    for k in keys {
+        let v = db
+            .count(&format!(
+                "SELECT COALESCE((SELECT version FROM ferrod_entries WHERE key = '{k}'::bytea), -1)"
+            ))
+            .await;
+        sql.insert(k.to_string(), (v >= 0).then_some(v));
+    }
+    for (store, rx) in [&a, &bs].into_iter().zip(rxs.iter_mut()) {
+        let evs = recv_exactly(rx, changes).await;
+        let mut last: HashMap<Bytes, (i64, ChangeKind)> = HashMap::new();
+        for e in &evs {
+            if let Some((v, kind)) = last.get(&e.key) {
+                let grows = match e.kind {
+                    // A removal carries the version it removed: the one before it.
+                    ChangeKind::Removed => e.version == *v && *kind != ChangeKind::Removed,
+                    _ => e.version > *v,
+                };
+                assert!(grows, "per-key order broken at {e:?} after {v} {kind:?}");
+            }
+            last.insert(e.key.clone(), (e.version, e.kind));
+        }
+        let c = store.cache("default").unwrap();
+        for k in keys {
+            let sql_v = sql[k];
+            let ev_v = last
+                .get(&b(k))
+                .and_then(|(v, kind)| (*kind != ChangeKind::Removed).then_some(*v));
+            assert_eq!(ev_v, sql_v, "last event of {k} is SQL's row");
+            assert_eq!(
+                c.peek(k.as_bytes()).map(|e| e.version),
+                sql_v,
+                "memory of {k}"
+            );
+        }
+    }
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+/// Seqs are taken at insert, not at commit: a transaction holding a low seq commits after a
+/// higher one. The follower must deliver the late one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_seq_commit() {
+    let Some(db) = pg().await else { return };
+    let mut cfg = replica(&db);
+    // Longer than the transaction held open below, so the gap is waited for.
+    cfg.write_timeout = Duration::from_secs(5);
+    let a = Store::open(cfg.clone()).await.unwrap();
+    let bs = Store::open(cfg).await.unwrap();
+    let mut rx = bs.subscribe();
+
+    let mut raw = raw_pg(&db).await;
+    sqlx::query("BEGIN").execute(&mut raw).await.unwrap();
+    let version: i64 = sqlx::query_scalar("SELECT nextval('ferrod_version_seq')")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, lifespan_ms, \
+         last_used_ms, max_idle_ms) VALUES ('default', 'low', 'lv', $1, 0, -1, 0, -1)",
+    )
+    .bind(version)
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let low: i64 = sqlx::query_scalar(
+        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms, origin) \
+         VALUES ('default', 'low', 'created', $1, 0, 'raw') RETURNING seq",
+    )
+    .bind(version)
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+
+    let ca = a.cache("default").unwrap();
+    ca.put(b("high"), b("hv"), IMM).await.unwrap();
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(
+        ev[0].key,
+        b("high"),
+        "rows above a gap are delivered at once"
+    );
+    assert!(
+        bs.feed_position() < low,
+        "position stays below the missing seq"
+    );
+
+    sqlx::query("COMMIT").execute(&mut raw).await.unwrap();
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].key, b("low"));
+    assert_eq!(ev[0].kind, ChangeKind::Created);
+    assert_eq!(ev[0].version, version);
+    assert_eq!(ev[0].value, Some(b("lv")));
+    let cb = bs.cache("default").unwrap();
+    assert_eq!(cb.peek(b"low").unwrap().value, b("lv"));
+    let top = max_seq(&db).await;
+    until("position passes both", || bs.feed_position() >= top).await;
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+/// A seq taken by a transaction that rolls back never appears: after the gap bound
+/// (4 x write_timeout) the position moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_seq_is_skipped() {
+    let Some(db) = pg().await else { return };
+    let cfg = replica(&db); // write_timeout 500 ms: gap bound 2 s
+    let a = Store::open(cfg).await.unwrap();
+    let mut raw = raw_pg(&db).await;
+    sqlx::query("BEGIN").execute(&mut raw).await.unwrap();
+    let lost: i64 = sqlx::query_scalar(
+        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+         VALUES ('default', 'x', 'created', 1, 0) RETURNING seq",
+    )
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    let ca = a.cache("default").unwrap();
+    ca.put(b("after"), b("v"), IMM).await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut raw).await.unwrap();
+    let top = max_seq(&db).await;
+    assert!(top > lost);
+    sleep_ms(500).await;
+    assert!(a.feed_position() < lost, "not skipped before the bound");
+    let start = Instant::now();
+    while a.feed_position() < top {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "gap never skipped"
+        );
+        sleep_ms(50).await;
+    }
+    a.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_connection_killed() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    let mut rx = bs.subscribe();
+    let ca = a.cache("default").unwrap();
+    let writer = tokio::spawn(async move {
+        for i in 0..150 {
+            ca.put(b(&format!("k{i}")), b("v"), IMM).await.unwrap();
+            sleep_ms(5).await;
+        }
+    });
+    let mut killed = 0;
+    for _ in 0..4 {
+        sleep_ms(150).await;
+        killed += db
+            .count(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            )
+            .await;
+    }
+    writer.await.unwrap();
+    assert!(killed >= 4, "killed {killed} listening connections");
+    let evs = recv_exactly(&mut rx, 150).await;
+    let mut keys: Vec<Bytes> = evs.iter().map(|e| e.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 150, "every change exactly once");
+    let cb = bs.cache("default").unwrap();
+    for i in 0..150 {
+        assert!(cb.peek(format!("k{i}").as_bytes()).is_some(), "k{i} on B");
+    }
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_change_rows_are_skipped() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let mut rx = a.subscribe();
+    db.exec(
+        "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) VALUES \
+         ('default', 'x', 'bogus', 1, 0), \
+         ('default', NULL, 'created', 2, 0), \
+         ('default', 'y', 'modified', NULL, 0), \
+         ('no_such_cache', 'z', 'created', 3, 0)",
+    )
+    .await;
+    let ca = a.cache("default").unwrap();
+    ca.put(b("good"), b("v"), IMM).await.unwrap();
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].key, b("good"));
+    let top = max_seq(&db).await;
+    until("position passes the garbage", || a.feed_position() >= top).await;
+    assert!(a.is_ready());
+    a.shutdown().await;
+    db.cleanup().await;
+}
+
+fn sweeping(db: &TestDb) -> StoreConfig {
+    StoreConfig {
+        reaper_interval: Duration::from_millis(100),
+        expiration_lease: Duration::from_millis(1000),
+        ..replica(db)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sweeper_and_expired_events_everywhere() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(sweeping(&db)).await.unwrap();
+    let bs = Store::open(sweeping(&db)).await.unwrap();
+    let (mut rxa, mut rxb) = (a.subscribe(), bs.subscribe());
+    let ca = a.cache("default").unwrap();
+    let mut versions = HashMap::new();
+    for i in 0..20 {
+        let k = format!("e{i}");
+        ca.put(b(&k), b(&format!("val{i}")), lifespan(300))
+            .await
+            .unwrap();
+        versions.insert(b(&k), ca.peek(k.as_bytes()).unwrap().version);
+    }
+    for rx in [&mut rxa, &mut rxb] {
+        assert!(recv_n(rx, 20)
+            .await
+            .iter()
+            .all(|e| e.kind == ChangeKind::Created));
+    }
+    until("rows swept", || {
+        a.metrics().entries_expired + bs.metrics().entries_expired >= 20
+    })
+    .await;
+    for rx in [&mut rxa, &mut rxb] {
+        let evs = recv_exactly(rx, 20).await;
+        for e in evs {
+            assert_eq!(e.kind, ChangeKind::Expired);
+            assert_eq!(e.version, versions[&e.key]);
+            let i = std::str::from_utf8(&e.key[1..]).unwrap();
+            assert_eq!(e.value, Some(b(&format!("val{i}"))));
+        }
+    }
+    let (ea, eb) = (a.metrics().entries_expired, bs.metrics().entries_expired);
+    assert!(
+        (ea, eb) == (20, 0) || (ea, eb) == (0, 20),
+        "one replica sweeps: {ea} / {eb}"
+    );
+    assert!(a.holds_expiration_lease() != bs.holds_expiration_lease());
+    assert_eq!(bs.cache("default").unwrap().size(), 0);
+    assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_entries").await, 0);
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_taken_over_when_holder_dies() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(sweeping(&db)).await.unwrap();
+    until("A holds the lease", || a.holds_expiration_lease()).await;
+    let bs = Store::open(sweeping(&db)).await.unwrap();
+    sleep_ms(300).await;
+    assert!(!bs.holds_expiration_lease());
+    // Dropped without shutdown: its lease is not released, it just stops being renewed.
+    drop(a);
+    let mut rx = bs.subscribe();
+    let cb = bs.cache("default").unwrap();
+    cb.put(b("k"), b("v"), lifespan(100)).await.unwrap();
+    let evs = recv_exactly(&mut rx, 2).await;
+    assert_eq!(evs[1].kind, ChangeKind::Expired);
+    assert_eq!(evs[1].value, Some(b("v")));
+    assert!(bs.holds_expiration_lease());
+    bs.shutdown().await;
+    // A clean shutdown hands the lease over at once.
+    let c = Store::open(sweeping(&db)).await.unwrap();
+    until("C takes the released lease", || c.holds_expiration_lease()).await;
+    c.shutdown().await;
+    db.cleanup().await;
+}
+
+/// B's clock says the entry is idle, but A keeps reading it: B treats it as absent meanwhile,
+/// never expires it, and sees it alive again once A's touches reach SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_idle_kept_alive_by_reads_on_other_replica() {
+    let Some(db) = pg().await else { return };
+    let cfg = StoreConfig {
+        reaper_interval: Duration::from_millis(100),
+        ..replica(&db)
+    };
+    let a = Store::open(cfg.clone()).await.unwrap();
+    let bs = Store::open(cfg).await.unwrap();
+    let mut rxb = bs.subscribe();
+    let (ca, cb) = (a.cache("default").unwrap(), bs.cache("default").unwrap());
+    ca.put(b("s"), b("v"), idle(600)).await.unwrap();
+    until("B sees it", || cb.peek(b"s").is_some()).await;
+    let start = Instant::now();
+    let mut b_hits = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        assert!(ca.get(b"s").is_some(), "A keeps it alive");
+        if cb.get(b"s").is_some() {
+            b_hits += 1;
+        }
+        sleep_ms(100).await;
+    }
+    assert!(b_hits > 15, "B sees it most of the time ({b_hits})");
+    assert!(cb.get_fresh(b"s").await.unwrap().is_some());
+    assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_entries").await, 1);
+    let evs = recv_exactly(&mut rxb, 1).await;
+    assert_eq!(
+        evs[0].kind,
+        ChangeKind::Created,
+        "no expiration while read on A"
+    );
+    // Nobody reads it any more: it expires, once, everywhere.
+    let start = Instant::now();
+    let ev = loop {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(100), rxb.recv()).await {
+            break e;
+        }
+    };
+    assert_eq!(ev.kind, ChangeKind::Expired);
+    assert!(ca.peek(b"s").is_none() && cb.peek(b"s").is_none());
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_behind_pruned_log_reloads() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(StoreConfig {
+        changelog_retention: Duration::ZERO,
+        reaper_interval: Duration::from_secs(3600),
+        ..replica(&db)
+    })
+    .await
+    .unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    let (ca, cb) = (a.cache("default").unwrap(), bs.cache("default").unwrap());
+    ca.put(b("old"), b("v"), IMM).await.unwrap();
+    until("B sees old", || cb.peek(b"old").is_some()).await;
+
+    bs.pause_feed(true);
+    for i in 0..30 {
+        ca.put(b(&format!("k{i}")), b("v"), IMM).await.unwrap();
+    }
+    ca.remove(b("old")).await.unwrap();
+    sleep_ms(5).await;
+    a.run_maintenance().await.unwrap(); // prunes every change row
+    assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_changes").await, 0);
+    assert!(cb.peek(b"k0").is_none());
+
+    bs.pause_feed(false);
+    until("B reloaded", || {
+        cb.size() == 30 && cb.peek(b"old").is_none() && bs.is_ready()
+    })
+    .await;
+    // and follows again afterwards
+    ca.put(b("later"), b("v"), IMM).await.unwrap();
+    until("B follows after the reload", || cb.peek(b"later").is_some()).await;
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_fresh_reads_through_a_stale_miss() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    let (ca, cb) = (a.cache("default").unwrap(), bs.cache("default").unwrap());
+    bs.pause_feed(true);
+    ca.put(b("k"), b("v"), IMM).await.unwrap();
+    sleep_ms(300).await;
+    assert!(
+        cb.get(b"k").is_none(),
+        "memory-only read misses while the feed lags"
+    );
+    let fresh = cb.get_fresh(b"k").await.unwrap().unwrap();
+    assert_eq!(fresh, ca.peek(b"k").unwrap());
+    assert_eq!(cb.peek(b"k").unwrap(), fresh, "memory updated");
+    ca.remove(b("k")).await.unwrap();
+    assert!(cb.get_fresh(b"k").await.unwrap().is_none());
+    assert!(cb.peek(b"k").is_none());
+    bs.pause_feed(false);
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
