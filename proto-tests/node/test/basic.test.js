@@ -274,6 +274,47 @@ forEachTarget('basic', (server, target) => {
         }
       });
 
+      test(`${tag} conditional writes racing from 8 clients: exactly one wins`, T, async () => {
+        const clients = [c];
+        for (let i = 1; i < 8; i++) clients.push(await connect(server, v, CACHE));
+        try {
+          const a = k('race', 'a');
+          const pia = await Promise.all(clients.map((x, i) => x.putIfAbsent(a, `c${i}`)));
+          assert.equal(pia.filter(Boolean).length, 1, `exactly one putIfAbsent wins: ${JSON.stringify(pia)}`);
+          assert.equal(await c.get(a), `c${pia.indexOf(true)}`, 'the winner\'s value is stored');
+
+          const m = await c.getWithMetadata(a);
+          const rwv = await Promise.all(clients.map((x, i) => x.replaceWithVersion(a, `r${i}`, m.version)));
+          assert.equal(rwv.filter(Boolean).length, 1, `exactly one replaceWithVersion wins: ${JSON.stringify(rwv)}`);
+          assert.equal(await c.get(a), `r${rwv.indexOf(true)}`, 'the winner\'s value is stored');
+
+          // read-then-replaceWithVersion loops (Keycloak's pattern): no increment is lost
+          const n = k('race', 'counter');
+          await c.put(n, '0');
+          const PER_CLIENT = 10;
+          let wins = 0;
+          await Promise.all(clients.map(async (x) => {
+            for (let done = 0; done < PER_CLIENT;) {
+              const cur = await x.getWithMetadata(n);
+              if (await x.replaceWithVersion(n, String(Number(cur.value) + 1), cur.version)) {
+                done += 1;
+                wins += 1;
+              }
+            }
+          }));
+          assert.equal(wins, clients.length * PER_CLIENT);
+          assert.equal(await c.get(n), String(clients.length * PER_CLIENT), 'every increment counted once');
+
+          const m2 = await c.getWithMetadata(n);
+          const rmv = await Promise.all(clients.map((x) => x.removeWithVersion(n, m2.version)));
+          assert.equal(rmv.filter(Boolean).length, 1, `exactly one removeWithVersion wins: ${JSON.stringify(rmv)}`);
+          assert.equal(await c.containsKey(n), false);
+          await c.remove(a);
+        } finally {
+          for (const x of clients.slice(1)) await disconnect(x);
+        }
+      });
+
       test(`${tag} 500 concurrent requests on one client`, T, async () => {
         const n = 500;
         const keys = Array.from({ length: n }, (_, i) => k('conc', String(i)));
