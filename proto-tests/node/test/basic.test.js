@@ -36,6 +36,26 @@ forEachTarget('basic', (server, target) => {
         }
       });
 
+      test(`${tag} connect + ping + put/get on every cache`, T, async () => {
+        // `text` is text/plain; charset=UTF-8: from 2.9 the npm client misreads a PING answer whose
+        // media type has parameters (it skips the parameter values), so it is only used below 2.9.
+        const caches = ['raw', 'proto', 'expiring', undefined];
+        if (['2.2', '2.5'].includes(v)) caches.push('text');
+        for (const name of caches) {
+          if (name === undefined && ['2.2', '2.5'].includes(v)) continue; // see the default cache test
+          const x = await connect(server, v, name);
+          try {
+            await withTimeout(x.ping(), 10_000, `ping ${name}`);
+            const a = k('every-cache', String(name));
+            await x.put(a, `in ${name}`);
+            assert.equal(await x.get(a), `in ${name}`, `round trip in cache ${name === undefined ? '<default>' : name}`);
+            assert.equal(await x.remove(a), true);
+          } finally {
+            await disconnect(x);
+          }
+        }
+      });
+
       test(`${tag} connect to a missing cache fails with CacheNotFoundException`, T, async () => {
         let err;
         try {

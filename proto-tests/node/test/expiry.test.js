@@ -8,7 +8,7 @@ const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { forEachTarget } = require('../lib/suite');
 const { sleep } = require('../lib/servers');
-const { VERSIONS, connect, disconnect, key } = require('../lib/client');
+const { VERSIONS, AUTO_EXPECTED, connect, disconnect, key, numeric } = require('../lib/client');
 
 const T = { timeout: 60_000 };
 
@@ -95,6 +95,31 @@ forEachTarget('expiry', (server, target) => {
         await sleep(1500);
         assert.equal(await c.get(a), 'immortal', 'the second put dropped the lifespan');
         await c.remove(a);
+      });
+
+      test(`${tag} expirations over 30 days: Unix time below 3.0, literal from 3.0`, T, async () => {
+        const unixTime = numeric(v === 'auto' ? AUTO_EXPECTED : v) < 30;
+        const d31 = k('31d');
+        const abs = k('absolute');
+        const idle = k('idle-31d');
+        const at = Math.floor(Date.now() / 1000) + 120; // 2 minutes from now, as Unix seconds
+        await c.put(d31, 'x', { lifespan: '31d' });
+        await c.put(abs, 'x', { lifespan: `${at}s` });
+        await c.put(idle, 'x', { maxIdle: '31d' });
+        const m31 = await c.getWithMetadata(d31);
+        const mAbs = await c.getWithMetadata(abs);
+        const mIdle = await c.getWithMetadata(idle);
+        if (unixTime) {
+          // 31 days (> 30 days) is read as a Unix time: early 1970, long past
+          assert.equal(m31, undefined, 'lifespan 31d below 3.0 is a Unix time in the past: expired at once');
+          assert.equal(mIdle, undefined, 'maxIdle 31d below 3.0 is a Unix time in the past: expired at once');
+          assert.ok(mAbs && mAbs.lifespan >= 110 && mAbs.lifespan <= 120, `an absolute Unix time 120 s ahead leaves ~120 s (got ${mAbs && mAbs.lifespan})`);
+        } else {
+          assert.equal(m31 && m31.lifespan, 31 * 86400, 'lifespan 31d taken literally from 3.0');
+          assert.equal(mIdle && mIdle.maxIdle, 31 * 86400, 'maxIdle 31d taken literally from 3.0');
+          assert.equal(mAbs && mAbs.lifespan, at, 'a large lifespan in seconds is taken literally from 3.0');
+        }
+        await Promise.all([c.remove(d31), c.remove(abs), c.remove(idle)]);
       });
 
       test(`${tag} cache default lifespan (expiring: 2000 ms) vs explicit and infinite`, T, async () => {
