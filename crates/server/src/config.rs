@@ -42,6 +42,10 @@ pub struct Cli {
     /// Most requests in flight per connection (pipelining depth) [default: 256].
     #[arg(long, env = "FERROD_MAX_INFLIGHT_PER_CONNECTION")]
     pub max_inflight_per_connection: Option<String>,
+    /// Events queued per connection for its client listeners; a connection whose queue
+    /// overflows is closed [default: 10000].
+    #[arg(long, env = "FERROD_MAX_LISTENER_QUEUE")]
+    pub max_listener_queue: Option<String>,
     /// How often expired entries are removed, in milliseconds [default: 1000].
     #[arg(long, env = "FERROD_REAPER_INTERVAL_MS")]
     pub reaper_interval_ms: Option<String>,
@@ -62,6 +66,7 @@ struct FileConfig {
     max_value_bytes: Option<u64>,
     max_connections: Option<u64>,
     max_inflight_per_connection: Option<u64>,
+    max_listener_queue: Option<u64>,
     reaper_interval_ms: Option<u64>,
     max_batch_ops: Option<u64>,
     log: Option<String>,
@@ -87,6 +92,7 @@ pub struct Config {
     pub max_value_bytes: usize,
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
+    pub max_listener_queue: usize,
     pub reaper_interval: Duration,
     pub max_batch_ops: usize,
     pub log: String,
@@ -250,6 +256,13 @@ impl Config {
             256,
             1,
         )?;
+        let max_listener_queue = number(
+            "max_listener_queue",
+            &cli.max_listener_queue,
+            file.max_listener_queue,
+            10_000,
+            1,
+        )?;
         let reaper = number(
             "reaper_interval_ms",
             &cli.reaper_interval_ms,
@@ -288,6 +301,7 @@ impl Config {
             max_value_bytes: max_value_bytes as usize,
             max_connections: max_connections as usize,
             max_inflight_per_connection: max_inflight as usize,
+            max_listener_queue: max_listener_queue as usize,
             reaper_interval: Duration::from_millis(reaper),
             max_batch_ops: max_batch_ops as usize,
             log,

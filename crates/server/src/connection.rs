@@ -4,6 +4,7 @@
 //! transaction committed, so many requests of one connection can be in flight (pipelining) and
 //! their responses go out as they complete, each with its own message id. A read waits for the
 //! writes that arrived before it on the same connection, so a client always reads its own writes.
+//! Listener events share the socket through their own bounded queue (reference §10.3).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,14 +13,15 @@ use bytes::BytesMut;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, warn};
 
-use ferrod_codec::{CodecError, FrameError, Outbound, Response, ServerCodec};
+use ferrod_codec::{CacheEvent, CodecError, FrameError, Outbound, Response, ServerCodec};
 
 use crate::cmd::{self, Action, ConnectionState};
 use crate::context::ServerContext;
+use crate::listeners::EventSink;
 
 /// Responses waiting for the socket; beyond this the connection stops reading requests.
 const OUTBOUND_QUEUE: usize = 1024;
@@ -36,9 +38,18 @@ pub async fn serve<S>(
     let codec = ServerCodec::new(ctx.config.max_value_bytes + 64 * 1024);
     let mut frames = FramedRead::new(read_half, codec);
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(write_loop(ctx.clone(), write_half, out_rx));
+    let (event_tx, event_rx) = mpsc::channel::<CacheEvent>(ctx.config.max_listener_queue);
+    let overflow = Arc::new(Notify::new());
+    let writer = tokio::spawn(write_loop(ctx.clone(), write_half, out_rx, event_rx));
 
-    let mut state = ConnectionState::default();
+    let mut state = ConnectionState {
+        connection_id: ctx.next_connection_id(),
+        event_sink: Some(EventSink {
+            events: event_tx,
+            overflow: overflow.clone(),
+        }),
+        ..Default::default()
+    };
     let mut writes = FuturesUnordered::new();
     let max_inflight = ctx.config.max_inflight_per_connection;
     let mut fatal: Option<FrameError> = None;
@@ -47,6 +58,10 @@ pub async fn serve<S>(
         tokio::select! {
             biased;
             _ = shutdown.recv() => break,
+            _ = overflow.notified() => {
+                warn!(%peer, "closing connection: its listener event queue overflowed");
+                break;
+            }
             Some((resp, version)) = writes.next(), if !writes.is_empty() => {
                 if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
                     break;
@@ -67,23 +82,35 @@ pub async fn serve<S>(
                     if cmd::waits_for_earlier_writes(&frame.request) {
                         while let Some((resp, v)) = writes.next().await {
                             if out_tx.send(Outbound::Response { response: resp, version: v }).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    match cmd::dispatch(&ctx, &mut state, frame) {
-                        Action::Respond(resp) => {
-                            if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
                                 break;
                             }
                         }
-                        Action::Write(fut) => writes.push(async move { (fut.await, version) }),
+                    }
+                    let sent = match cmd::dispatch(&ctx, &mut state, frame) {
+                        Action::Respond(resp) => out_tx.send(Outbound::Response { response: resp, version }).await.is_ok(),
+                        Action::Frames(frames) => {
+                            let mut ok = true;
+                            for f in frames {
+                                ok = ok && out_tx.send(f).await.is_ok();
+                            }
+                            ok
+                        }
+                        Action::Write(fut) => {
+                            writes.push(async move { (fut.await, version) });
+                            true
+                        }
+                    };
+                    if !sent {
+                        break;
                     }
                 }
             }
         }
     }
 
+    if state.listener_count > 0 {
+        ctx.listeners.remove_connection(state.connection_id);
+    }
     // Writes already handed to the store commit whatever happens to the client; answer them if
     // the client is still listening.
     while let Some((resp, version)) = writes.next().await {
@@ -110,24 +137,43 @@ pub async fn serve<S>(
             .await;
     }
     drop(out_tx);
+    drop(state);
     let _ = writer.await;
 }
 
-/// Encodes outbound frames and writes them in as few syscalls as the queue allows.
+/// Encodes outbound frames (responses and listener events) and writes them in as few syscalls
+/// as the queues allow. Ends when the response queue closes; queued events are then dropped.
 async fn write_loop<W: AsyncWrite + Send>(
     ctx: Arc<ServerContext>,
     writer: W,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut responses: mpsc::Receiver<Outbound>,
+    mut events: mpsc::Receiver<CacheEvent>,
 ) {
     tokio::pin!(writer);
     let mut codec = ServerCodec::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            r = responses.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            Some(e) = events.recv() => Outbound::Event(e),
+        };
         let _ = codec.encode(first, &mut buf);
         while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
+            match responses.try_recv() {
                 Ok(next) => {
                     let _ = codec.encode(next, &mut buf);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected)
+                | Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            match events.try_recv() {
+                Ok(e) => {
+                    let _ = codec.encode(Outbound::Event(e), &mut buf);
                 }
                 Err(_) => break,
             }

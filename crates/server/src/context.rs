@@ -1,11 +1,13 @@
 //! State shared by every connection of one server process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ferrod_codec::{op, status, RequestHeader, Response};
 use ferrod_store::{Cache, Store};
 
 use crate::config::{Config, DEFAULT_CACHE_NAME};
+use crate::listeners::ListenerRegistry;
 
 pub struct ServerContext {
     pub store: Store,
@@ -14,6 +16,8 @@ pub struct ServerContext {
     pub started_ms: i64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    pub listeners: Arc<ListenerRegistry>,
+    next_connection_id: AtomicU64,
 }
 
 /// The protocol version ferrod advertises in PING: the 4.1 streaming ops are served, so 4.1.
@@ -41,6 +45,8 @@ pub const SERVED_OPERATIONS: &[u8] = &[
     op::EXEC,
     op::PUT_ALL,
     op::GET_ALL,
+    op::ADD_CLIENT_LISTENER,
+    op::REMOVE_CLIENT_LISTENER,
     op::ITERATION_START,
     op::ITERATION_NEXT,
     op::ITERATION_END,
@@ -62,6 +68,8 @@ impl ServerContext {
             started_ms: now_ms(),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            listeners: Arc::new(ListenerRegistry::default()),
+            next_connection_id: AtomicU64::new(1),
         }
     }
 
@@ -72,6 +80,10 @@ impl ServerContext {
         self.store
             .cache(name)
             .ok_or_else(|| Box::new(cache_not_found(header)))
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn add_read(&self, n: usize) {

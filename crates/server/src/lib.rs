@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod listeners;
 pub mod server;
 
 use std::sync::Arc;
@@ -40,8 +41,10 @@ pub async fn run(
         store.cache_names().join(", ")
     );
     let ctx = Arc::new(ServerContext::new(store.clone(), config));
+    let dispatcher = tokio::spawn(listeners::dispatch(store.clone(), ctx.listeners.clone()));
     server::run(ctx, listener, shutdown).await;
     store.shutdown().await;
+    dispatcher.abort();
     info!("ferrod stopped");
     Ok(())
 }

@@ -86,7 +86,6 @@ async fn replace_if_unmodified_race_across_two_postgres_replicas() {
 /// DESIGN decisions 3 and 4: a replica learns another replica's writes (change feed, or at least
 /// read-through on a miss).
 #[tokio::test]
-#[ignore = "store: no change feed between replicas and no read-through on a miss yet (DESIGN decisions 3, 4)"]
 async fn replica_sees_another_replicas_writes_postgres() {
     let Some(db) = PgDb::create("replica_feed").await else {
         return;

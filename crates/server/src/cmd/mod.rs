@@ -5,6 +5,7 @@ mod admin;
 mod bulk;
 mod iteration;
 mod keyed;
+mod listener;
 mod ping;
 mod stream;
 
@@ -27,6 +28,8 @@ pub type WriteFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 pub enum Action {
     Respond(Response),
+    /// Several frames in order (initial-state events before the ADD_CLIENT_LISTENER response).
+    Frames(Vec<ferrod_codec::Outbound>),
     /// A write: its SQL transaction commits before the future completes.
     Write(WriteFuture),
 }
@@ -36,6 +39,11 @@ pub enum Action {
 pub struct ConnectionState {
     pub iterations: Iterations,
     pub streams: Streams,
+    /// Unique within the process; listeners remember which connection registered them.
+    pub connection_id: u64,
+    /// Where listener events for this connection go; `None` only in tests without listeners.
+    pub event_sink: Option<crate::listeners::EventSink>,
+    pub listener_count: usize,
 }
 
 /// Whether a request must first see every earlier write of its connection committed. Writes are
@@ -175,6 +183,27 @@ pub fn dispatch(
         } => stream::next_put(ctx, state, header, stream_id, last_chunk, chunk),
         Request::EndPutStream { stream_id } => {
             Action::Respond(stream::end_put(state, &header, stream_id))
+        }
+        Request::AddClientListener {
+            listener_id,
+            include_current_state,
+            filter,
+            converter,
+            use_raw_data,
+            interests,
+        } => {
+            let req = listener::AddListener {
+                listener_id,
+                include_current_state,
+                filter,
+                converter,
+                use_raw_data,
+                interests,
+            };
+            Action::Frames(listener::add(ctx, state, &header, req))
+        }
+        Request::RemoveClientListener { listener_id } => {
+            Action::Respond(listener::remove(ctx, state, &header, &listener_id))
         }
         other => Action::Respond(unsupported(&header, other.opcode())),
     }

@@ -1,0 +1,203 @@
+//! Client listeners (reference §10): registrations per cache, and the dispatcher that turns the
+//! store's committed changes (from every replica) into event frames on listener connections.
+//!
+//! A slow listener never blocks writers: the dispatcher only ever `try_send`s into a bounded
+//! per-connection event queue, and a connection whose queue overflows is closed (the client
+//! re-registers on reconnect, as it does after any failover).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, Notify};
+use tracing::warn;
+
+use ferrod_codec::event::key_value_version_payload;
+use ferrod_codec::{CacheEvent, EventKind, EventPayload};
+use ferrod_store::{ChangeEvent, ChangeKind, EntrySnapshot, Store};
+
+/// The converter Keycloak's session-expiration listener names: the event carries key, value and version.
+pub const KEY_VALUE_VERSION_CONVERTER: &str = "___eager-key-value-version-converter";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Converter {
+    None,
+    KeyValueVersion,
+}
+
+impl Converter {
+    pub fn by_name(name: &str) -> Option<Converter> {
+        match name {
+            KEY_VALUE_VERSION_CONVERTER => Some(Converter::KeyValueVersion),
+            _ => None,
+        }
+    }
+}
+
+/// The side of a connection listeners use: its event queue and a way to close it.
+#[derive(Clone)]
+pub struct EventSink {
+    pub events: mpsc::Sender<CacheEvent>,
+    pub overflow: Arc<Notify>,
+}
+
+pub struct Listener {
+    pub id: Bytes,
+    pub cache: String,
+    /// Interest bits (2.6+); 0 = every kind.
+    pub interests: u32,
+    pub converter: Converter,
+    pub use_raw_data: bool,
+    pub sink: EventSink,
+    /// Which connection registered it, so a connection removes only its own listeners.
+    pub connection_id: u64,
+}
+
+impl Listener {
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.interests == 0 || self.interests & kind.interest_bit() != 0
+    }
+
+    /// The frame this listener gets for a change; `message_id` is 0 for live events and the
+    /// ADD_CLIENT_LISTENER id for initial-state events (§10.3).
+    pub fn event(
+        &self,
+        message_id: u64,
+        kind: EventKind,
+        key: &Bytes,
+        version: i64,
+        value: Option<&Bytes>,
+    ) -> CacheEvent {
+        let payload = match self.converter {
+            Converter::None => EventPayload::Plain {
+                key: key.clone(),
+                version: matches!(kind, EventKind::Created | EventKind::Modified)
+                    .then_some(version),
+            },
+            Converter::KeyValueVersion => EventPayload::Custom {
+                raw: self.use_raw_data,
+                data: key_value_version_payload(key, value.map(|v| (&v[..], version))),
+            },
+        };
+        CacheEvent {
+            message_id,
+            kind,
+            listener_id: self.id.clone(),
+            retried: false,
+            payload,
+        }
+    }
+
+    /// Initial-state event for an existing entry (includeCurrentState).
+    pub fn initial_event(&self, message_id: u64, key: &Bytes, e: &EntrySnapshot) -> CacheEvent {
+        self.event(
+            message_id,
+            EventKind::Created,
+            key,
+            e.version,
+            Some(&e.value),
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct ListenerRegistry {
+    by_cache: RwLock<HashMap<String, Vec<Arc<Listener>>>>,
+}
+
+impl ListenerRegistry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Arc<Listener>>>> {
+        self.by_cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Arc<Listener>>>> {
+        self.by_cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// False when a listener with this id is already registered on the cache.
+    pub fn add(&self, listener: Listener) -> bool {
+        let mut map = self.write();
+        let list = map.entry(listener.cache.clone()).or_default();
+        if list.iter().any(|l| l.id == listener.id) {
+            return false;
+        }
+        list.push(Arc::new(listener));
+        true
+    }
+
+    pub fn remove(&self, cache: &str, id: &[u8], connection_id: u64) -> bool {
+        let mut map = self.write();
+        let Some(list) = map.get_mut(cache) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|l| !(l.id == id && l.connection_id == connection_id));
+        let removed = list.len() != before;
+        if list.is_empty() {
+            map.remove(cache);
+        }
+        removed
+    }
+
+    /// Listeners die with their connection.
+    pub fn remove_connection(&self, connection_id: u64) {
+        let mut map = self.write();
+        map.retain(|_, list| {
+            list.retain(|l| l.connection_id != connection_id);
+            !list.is_empty()
+        });
+    }
+
+    pub fn count(&self) -> usize {
+        self.read().values().map(Vec::len).sum()
+    }
+
+    /// Delivers one committed change to every interested listener of its cache.
+    pub fn deliver(&self, change: &ChangeEvent) {
+        let kind = match change.kind {
+            ChangeKind::Created => EventKind::Created,
+            ChangeKind::Modified => EventKind::Modified,
+            ChangeKind::Removed => EventKind::Removed,
+            ChangeKind::Expired => EventKind::Expired,
+        };
+        let map = self.read();
+        let Some(list) = map.get(&change.cache) else {
+            return;
+        };
+        for l in list.iter().filter(|l| l.wants(kind)) {
+            let frame = l.event(0, kind, &change.key, change.version, change.value.as_ref());
+            if l.sink.events.try_send(frame).is_err() {
+                // Full (or the connection is already gone): close it rather than block or drop
+                // events silently.
+                l.sink.overflow.notify_one();
+            }
+        }
+    }
+
+    /// Every listener connection is closed: used when the dispatcher itself fell behind the
+    /// store's change stream, so listeners cannot be told the truth any more.
+    fn close_all(&self) {
+        for list in self.read().values() {
+            for l in list {
+                l.sink.overflow.notify_one();
+            }
+        }
+    }
+}
+
+/// Forwards the store's committed changes to listeners until the store's stream ends.
+pub async fn dispatch(store: Store, registry: Arc<ListenerRegistry>) {
+    let mut rx = store.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(change) => registry.deliver(&change),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    "listener dispatcher fell behind by {n} changes; closing listener connections"
+                );
+                registry.close_all();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
