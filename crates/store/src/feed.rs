@@ -61,6 +61,8 @@ pub(crate) struct Feed {
     /// Health: a follower that has not completed a poll for this long is not ready.
     stale_after: Duration,
     follows: bool,
+    /// Highest seq this process committed, for the notifier.
+    pub notify: watch::Sender<i64>,
     /// Test hook: the follower skips polls while set.
     pub paused: AtomicBool,
     /// Events of this process's own writes, registered by the writer before COMMIT under the
@@ -80,6 +82,7 @@ impl Feed {
             started: Instant::now(),
             stale_after,
             follows,
+            notify: watch::channel(0).0,
             paused: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
         }
@@ -124,9 +127,18 @@ impl Feed {
     }
 
     /// Called by the writer after COMMIT with the highest seq it wrote. Without a follower
-    /// (SQLite) the writer's commits are the feed, so this is the position.
+    /// (SQLite) the writer's commits are the feed, so this is the position; with one, the
+    /// notifier wakes every replica.
     pub fn local_committed(&self, seq: i64) {
-        if !self.follows {
+        if self.follows {
+            self.notify.send_if_modified(|cur| {
+                let newer = seq > *cur;
+                if newer {
+                    *cur = seq;
+                }
+                newer
+            });
+        } else {
             self.set_position(seq);
         }
     }
@@ -418,6 +430,7 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         }
     }
     let mut fetched: HashMap<String, HashMap<Bytes, Row>> = HashMap::new();
+    let mut unread: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (cache, mut keys) in refresh {
         keys.sort();
         keys.dedup();
@@ -435,8 +448,10 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
                 Err(e) => {
-                    // Memory of these keys stays behind until their next change; events still go out.
+                    // Memory of these keys stays behind until their next change (or a
+                    // read-through); events still go out.
                     tracing::error!("change feed: giving up refreshing keys of '{cache}': {e}");
+                    unread.insert(cache.clone());
                     break;
                 }
             }
@@ -491,10 +506,12 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                     Some(r) => {
                         inner.install(&key, r);
                     }
-                    // Removed again since; that removal's row follows.
-                    None => {
+                    // Removed again since; that removal's row follows. Until then, nothing
+                    // older than this change may be served.
+                    None if !unread.contains(&name) => {
                         inner.remove_upto(&key, version - 1, false);
                     }
+                    None => {}
                 }
                 ChangeEvent {
                     cache: name,
@@ -756,6 +773,28 @@ pub(crate) async fn follow(
                     _ = tokio::time::sleep(poll_every) => {}
                 }
             }
+        }
+    }
+}
+
+/// Sends `NOTIFY ferrod_changes` after this process's commits, coalescing bursts.
+///
+/// Deliberately not inside the writing transaction: PostgreSQL serializes the commits of all
+/// transactions that NOTIFY behind one cluster-wide lock held until their commit record is
+/// flushed, which would stop concurrent replicas' commits from sharing WAL flushes (decision 5).
+/// A NOTIFY-only statement writes no WAL to flush, so it holds that lock only briefly. A
+/// notification lost because the process died between COMMIT and NOTIFY is covered by the
+/// followers' periodic poll, like any other lost notification.
+pub(crate) async fn notifier(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let mut rx = core.feed.notify.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let seq = *rx.borrow_and_update();
+        if let Err(e) = core.backend.notify_changes(seq).await {
+            tracing::debug!("NOTIFY {CHANNEL}: {e}");
         }
     }
 }

@@ -103,6 +103,7 @@ struct Tasks {
     writer: JoinHandle<()>,
     reaper: JoinHandle<()>,
     follower: Option<JoinHandle<()>>,
+    notifier: Option<JoinHandle<()>>,
 }
 
 struct Control {
@@ -215,9 +216,19 @@ impl Store {
         let (stop, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(writer::run(core.clone(), writer_rx));
         let mut follower = None;
+        let mut notifier = None;
         if let Some(mut cursor) = cursor {
-            // First catch-up before returning: changes committed during the load.
-            if let Err(e) = feed::catch_up(&core, &mut cursor).await {
+            // First catch-up before returning: changes committed during the load (and if the
+            // log was pruned past us meanwhile, a reload).
+            let mut caught = feed::catch_up(&core, &mut cursor).await;
+            if matches!(caught, Err(feed::PollError::FellBehind)) {
+                caught = async {
+                    cursor = feed::reload(&core, gap_bound).await?;
+                    feed::catch_up(&core, &mut cursor).await
+                }
+                .await;
+            }
+            if let Err(e) = caught {
                 let msg = match e {
                     feed::PollError::Db(e) => e.to_string(),
                     feed::PollError::FellBehind => {
@@ -230,6 +241,7 @@ impl Store {
                 return Err(StoreError::Database(msg));
             }
             core.feed.set_ready(true);
+            notifier = Some(tokio::spawn(feed::notifier(core.clone(), stop_rx.clone())));
             follower = Some(tokio::spawn(feed::follow(
                 core.clone(),
                 cfg.database_url.trim().to_string(),
@@ -248,6 +260,7 @@ impl Store {
                     writer,
                     reaper,
                     follower,
+                    notifier,
                 })),
             }),
         })
@@ -305,11 +318,15 @@ impl Store {
             writer,
             reaper,
             follower,
+            notifier,
         }) = tasks
         {
             let _ = reaper.await;
             if let Some(f) = follower {
                 let _ = f.await;
+            }
+            if let Some(n) = notifier {
+                let _ = n.await;
             }
             if let Err(e) = send(&self.core.writer_tx, Op::Maintenance).await {
                 tracing::warn!("final flush failed: {e}");

@@ -509,11 +509,12 @@ async fn one_sweeper_and_expired_events_everywhere() {
     let (mut rxa, mut rxb) = (a.subscribe(), bs.subscribe());
     let ca = a.cache("default").unwrap();
     let mut versions = HashMap::new();
+    let entries = (0..20)
+        .map(|i| (b(&format!("e{i}")), b(&format!("val{i}"))))
+        .collect();
+    ca.put_all(entries, lifespan(500)).await.unwrap();
     for i in 0..20 {
         let k = format!("e{i}");
-        ca.put(b(&k), b(&format!("val{i}")), lifespan(300))
-            .await
-            .unwrap();
         versions.insert(b(&k), ca.peek(k.as_bytes()).unwrap().version);
     }
     for rx in [&mut rxa, &mut rxb] {

@@ -91,8 +91,9 @@ pub(crate) struct Swept {
 pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
     let url = cfg.database_url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // Writer, follower, notifier, and read-through / maintenance reads.
         let pool = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
@@ -439,6 +440,17 @@ impl Backend {
         .fetch_optional(self.pg()?)
         .await?;
         Ok(row.is_some())
+    }
+
+    /// Wakes every replica's follower (`NOTIFY ferrod_changes`; the payload, the highest seq
+    /// committed, is a hint only).
+    pub async fn notify_changes(&self, seq: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::feed::CHANNEL)
+            .bind(seq.to_string())
+            .execute(self.pg()?)
+            .await?;
+        Ok(())
     }
 
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), sqlx::Error> {
@@ -820,8 +832,7 @@ impl Tx {
     }
 
     /// Appends to the change log in the given order and returns the rows' seqs in that order
-    /// (ascending). On PostgreSQL also queues `NOTIFY ferrod_changes` (delivered at COMMIT; the
-    /// payload, the highest seq, is a hint only).
+    /// (ascending).
     pub async fn insert_changes(
         &mut self,
         changes: &[Change],
@@ -862,15 +873,13 @@ impl Tx {
                     // nextval() runs per row in ORDER BY order, so sorting the returned seqs
                     // gives them in the order of `changes`.
                     let mut got: Vec<i64> = sqlx::query_scalar(
-                        "WITH ins AS (INSERT INTO ferrod_changes (cache, key, kind, version, \
+                        "INSERT INTO ferrod_changes (cache, key, kind, version, \
                          prev_version, value, origin, committed_ms) \
                          SELECT u.cache, u.key, u.kind, u.version, u.prev, u.value, $7, $8 \
                          FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::int8[], \
                          $5::int8[], $6::bytea[]) \
                          WITH ORDINALITY AS u(cache, key, kind, version, prev, value, ord) \
-                         ORDER BY u.ord RETURNING seq), \
-                         n AS (SELECT pg_notify('ferrod_changes', max(seq)::text) FROM ins) \
-                         SELECT ins.seq FROM ins CROSS JOIN n",
+                         ORDER BY u.ord RETURNING seq",
                     )
                     .bind(caches)
                     .bind(keys)
