@@ -7,6 +7,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import org.infinispan.client.hotrod.RemoteCacheManager;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
@@ -40,6 +46,61 @@ class RestartTest extends HotRodTestBase {
       // Infinispan's file store is not a durability reference for a crash: only ferrod promises it.
       assumeTrue(c.target().equals(Targets.FERROD), "SIGKILL durability is checked on ferrod only");
       restartScenario(c, "kill", TargetProcess::restartAfterKill);
+   }
+
+   /**
+    * SIGKILL while thousands of writes are in flight on one connection: every write the client saw
+    * acknowledged is there after the restart (ferrod acknowledges only committed writes).
+    */
+   @ParameterizedTest(name = NAME)
+   @MethodSource("cases")
+   void sigkillWithWritesInFlightLosesNoAcknowledgedWrite(Case c) throws Exception {
+      assumeTrue(c.target().equals(Targets.FERROD), "SIGKILL durability is checked on ferrod only");
+      TargetProcess t = target(c);
+      RemoteCacheManager writerRcm = newManager(c, b -> b.maxRetries(0));
+      Map<String, CompletableFuture<String>> writes = new LinkedHashMap<>();
+      try {
+         RemoteCache<String, String> writer = writerRcm.getCache(PROTO);
+         AtomicInteger acked = new AtomicInteger();
+         int n = 20_000;
+         for (int i = 0; i < n; i++) {
+            String k = key(c, "inflight", i);
+            CompletableFuture<String> f = writer.putAsync(k, "value-" + i);
+            f.thenRun(acked::incrementAndGet);
+            writes.put(k, f);
+            if (i == 2000) {
+               // kill once some writes are acknowledged and many are still in flight
+               long deadline = System.currentTimeMillis() + 30_000;
+               while (acked.get() < 500 && System.currentTimeMillis() < deadline) {
+                  Thread.sleep(1);
+               }
+               t.kill();
+               break;
+            }
+         }
+         for (CompletableFuture<String> f : writes.values()) {
+            try {
+               f.get(60, TimeUnit.SECONDS);
+            } catch (ExecutionException e) {
+               // not acknowledged: may or may not have been committed
+            }
+         }
+      } finally {
+         stopQuietly(writerRcm);
+      }
+      t.start();
+      RemoteCache<String, String> reader = proto(c);
+      int checked = 0;
+      for (Map.Entry<String, CompletableFuture<String>> w : writes.entrySet()) {
+         if (!w.getValue().isCompletedExceptionally()) {
+            String k = w.getKey();
+            String expected = "value-" + k.substring(k.lastIndexOf(':') + 1);
+            assertEquals(expected, reader.get(k), "acknowledged write of " + k + " lost by the SIGKILL");
+            checked++;
+         }
+      }
+      t.note("in-flight SIGKILL: " + checked + " acknowledged of " + writes.size() + " sent");
+      assertTrue(checked >= 500, "at least 500 writes were acknowledged before the kill (" + checked + ")");
    }
 
    private void restartScenario(Case c, String test, java.util.function.Consumer<TargetProcess> restart) {
