@@ -182,10 +182,11 @@ impl Store {
                 backend.clone(),
             );
             let inner = &cache.inner;
+            // Nothing else touches memory yet: plain inserts (the keys are fresh allocations).
             let loaded = backend
                 .load_entries(&def.name, |k, row| {
                     if !row.is_expired(now) {
-                        inner.install(&k, &row);
+                        inner.map.insert(k, crate::entry::Entry::from_row(&row));
                     }
                 })
                 .await;
@@ -398,7 +399,8 @@ impl Store {
     }
 
     /// Runs one maintenance pass now (touch flush, expiration sweep, change-log pruning) and
-    /// returns how many expired rows it deleted. The reaper does this periodically; tests and
+    /// returns how many expired rows it deleted. On PostgreSQL the sweep and the pruning only
+    /// run if this replica holds (or can take) the expiration lease; otherwise 0. The reaper does this periodically; tests and
     /// admin tasks use this to not depend on timing.
     pub async fn run_maintenance(&self) -> Result<usize, StoreError> {
         match send(&self.core.writer_tx, Op::Maintenance).await? {

@@ -868,7 +868,26 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     let mut tx = core.backend.begin().await?;
     let inserted = tx.insert_cache(def, now_ms()).await?;
     // If another process created it first, its definition (and rows) are the truth.
+    let mut seqs = Vec::new();
     let (actual, rows) = if inserted {
+        // Other replicas register the cache when its first change row reaches them; this
+        // one (a CLEAR of the empty cache, ordered before any write to it since the new cache
+        // row stays locked until COMMIT) makes that happen even before anything is written.
+        let version = tx.alloc_versions(1, 0).await?.first().copied().unwrap_or(0);
+        seqs = tx
+            .insert_changes(
+                &[Change {
+                    cache: def.name.clone(),
+                    key: None,
+                    kind: "clear",
+                    version: Some(version),
+                    prev_version: None,
+                    value: None,
+                }],
+                &core.feed.origin,
+                now_ms(),
+            )
+            .await?;
         (def.clone(), Vec::new())
     } else {
         let actual = tx
@@ -893,6 +912,9 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     }
     core.registry_write()
         .insert(def.name.clone(), cache.clone());
+    if let Some(seq) = seqs.last() {
+        core.feed.local_committed(*seq);
+    }
     Ok(Reply::Cache(cache))
 }
 
