@@ -462,7 +462,20 @@ impl CacheInner {
         {
             return false;
         }
-        // The key is copied: it may point into a connection's read buffer.
+        if let Some(mut cur) = self.map.get_mut(&key[..]) {
+            if cur.version > row.version {
+                return false;
+            }
+            if cur.version == row.version {
+                // Same version, same value: only a later max-idle touch can be news.
+                cur.last_used_ms
+                    .fetch_max(row.last_used_ms, Ordering::Relaxed);
+            } else {
+                *cur = Entry::from_row(row);
+            }
+            return true;
+        }
+        // A new key is copied: it may point into a connection's read buffer.
         match self.map.entry(Bytes::copy_from_slice(key)) {
             dashmap::Entry::Occupied(mut o) => {
                 let cur = o.get();

@@ -79,13 +79,12 @@ impl Entry {
         }
     }
 
-    /// Builds the memory copy of a committed row. The value is copied into its own allocation
-    /// because a `Bytes` handed in by the protocol layer usually points into a connection's
-    /// read buffer, and keeping a small slice of it would pin the whole buffer for the entry's
-    /// lifetime.
+    /// Builds the memory copy of a committed row. The value is shared, not copied: every row
+    /// reaching memory holds a value of its own (read from SQL, or copied out of the
+    /// connection's read buffer by the writer), never a slice pinning a client's buffer.
     pub fn from_row(row: &Row) -> Entry {
         Entry {
-            value: Bytes::copy_from_slice(&row.value),
+            value: row.value.clone(),
             version: row.version,
             created_ms: row.created_ms,
             lifespan_ms: row.lifespan_ms,
