@@ -208,6 +208,16 @@ class Server {
     if (this.dir && !process.env.KEEP_DATA) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** The server's last warnings/errors, to explain a failure the client reports badly. */
+  problems(max = 5) {
+    try {
+      const lines = fs.readFileSync(this.logFile, 'utf8').split('\n').filter((l) => /\b(WARN|ERROR)\b/.test(l));
+      return lines.slice(-max).join('\n');
+    } catch (_) {
+      return '';
+    }
+  }
+
   tail(lines = 30) {
     try {
       const all = fs.readFileSync(this.logFile, 'utf8').split('\n');

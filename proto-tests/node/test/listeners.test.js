@@ -10,16 +10,26 @@ const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { forEachTarget } = require('../lib/suite');
 const { sleep } = require('../lib/servers');
-const { infinispan, VERSIONS, connect, disconnect, key, numeric, withTimeout } = require('../lib/client');
+const { infinispan, VERSIONS, connect, disconnect, key, numeric, withTimeout, errorText } = require('../lib/client');
 
 const T = { timeout: 60_000 };
 const EVENT_WAIT_MS = 10_000;
 
+async function addListener(server, c, event, fn, opts) {
+  try {
+    return await withTimeout(c.addListener(event, fn, opts), 10_000, 'addListener');
+  } catch (e) {
+    // When ADD_CLIENT_LISTENER fails, the npm client hides the cause behind its own error
+    // (e.g. "listeners is not defined"), so add what the server logged.
+    throw new Error(`addListener failed: ${errorText(e)}; server warnings/errors:\n${server.problems()}`);
+  }
+}
+
 /** Registers one listener for all four events; returns {id, events}. */
-async function listenAll(c, opts) {
+async function listenAll(server, c, opts) {
   const events = [];
   const push = (type) => (k, version) => events.push({ type, key: k, version: Buffer.isBuffer(version) ? version.toString('hex') : undefined });
-  const id = await withTimeout(c.addListener('create', push('create'), opts), 10_000, 'addListener');
+  const id = await addListener(server, c, 'create', push('create'), opts);
   assert.equal(typeof id, 'string', `addListener answers with the listener id (got ${JSON.stringify(id)})`);
   await c.addListener('modify', push('modify'), { listenerId: id });
   await c.addListener('remove', push('remove'), { listenerId: id });
@@ -56,7 +66,7 @@ forEachTarget('listeners', (server, target) => {
       });
 
       test(`${tag} create/modify/remove events carry the key and the entry's version`, T, async () => {
-        const { id, events } = await listenAll(c);
+        const { id, events } = await listenAll(server, c);
         const a = k('events', 'a');
         await w.put(a, '1');
         const v1 = (await w.getWithMetadata(a)).version.toString('hex');
@@ -99,7 +109,7 @@ forEachTarget('listeners', (server, target) => {
       });
 
       test(`${tag} putAll raises create events`, T, async () => {
-        const { id, events } = await listenAll(c);
+        const { id, events } = await listenAll(server, c);
         const pairs = [1, 2, 3].map((i) => ({ key: k('bulk', String(i)), value: String(i) }));
         await w.putAll(pairs);
         await waitFor(events, (ev) => pairs.every((p) => ofKey(ev, p.key).some((e) => e.type === 'create')), 'create events of putAll');
@@ -107,7 +117,7 @@ forEachTarget('listeners', (server, target) => {
       });
 
       test(`${tag} expiry event`, T, async () => {
-        const { id, events } = await listenAll(c);
+        const { id, events } = await listenAll(server, c);
         const e = k('expiry');
         await w.put(e, 'short', { lifespan: '1s' });
         await sleep(1500);
@@ -121,7 +131,7 @@ forEachTarget('listeners', (server, target) => {
         const keys = [1, 2, 3].map((i) => k('state', String(i)));
         for (const kk of keys) await w.put(kk, 'there');
         const events = [];
-        const id = await withTimeout(c.addListener('create', (kk, version) => events.push({ key: kk, version: version && version.toString('hex') }), { includeState: true }), 10_000, 'addListener includeState');
+        const id = await addListener(server, c, 'create', (kk, version) => events.push({ key: kk, version: version && version.toString('hex') }), { includeState: true });
         await waitFor(events, (ev) => keys.every((kk) => ofKey(ev, kk).length === 1), 'a create event for every existing entry');
         for (const kk of keys) {
           const m = await w.getWithMetadata(kk);
@@ -131,7 +141,7 @@ forEachTarget('listeners', (server, target) => {
       });
 
       test(`${tag} removeListener: no events afterwards`, T, async () => {
-        const { id, events } = await listenAll(c);
+        const { id, events } = await listenAll(server, c);
         const a = k('removed', 'a');
         await w.put(a, 'before');
         await waitFor(events, (ev) => ofKey(ev, a).length === 1, 'event before removeListener');
@@ -145,7 +155,7 @@ forEachTarget('listeners', (server, target) => {
 
       const skipFlag = numeric(v === 'auto' ? '4.1' : v) < 30 && 'SKIP_LISTENER_NOTIFICATION exists from 3.0';
       test(`${tag} SKIP_LISTENER_NOTIFICATION: no event for that write`, { ...T, skip: skipFlag }, async () => {
-        const { id, events } = await listenAll(c);
+        const { id, events } = await listenAll(server, c);
         const a = k('skip', 'a');
         const b = k('skip', 'b');
         await w.put(a, 'quiet', { flags: infinispan.flags.SKIP_LISTENER_NOTIFICATION });
