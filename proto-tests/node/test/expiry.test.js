@@ -8,7 +8,7 @@ const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { forEachTarget } = require('../lib/suite');
 const { sleep } = require('../lib/servers');
-const { VERSIONS, AUTO_EXPECTED, connect, disconnect, key, numeric } = require('../lib/client');
+const { VERSIONS, AUTO_EXPECTED, connect, disconnect, key, numeric, features } = require('../lib/client');
 
 const T = { timeout: 60_000 };
 
@@ -42,6 +42,15 @@ forEachTarget('expiry', (server, target) => {
         assert.equal(await c.get(a), undefined, 'gone after its lifespan');
         assert.equal(await c.containsKey(a), false, 'containsKey after its lifespan');
         assert.equal(await c.getWithMetadata(a), undefined, 'getWithMetadata after its lifespan');
+        assert.deepEqual(await c.getAll([a]), [], 'getAll after its lifespan');
+        if (features(c).iteration) {
+          const it = await c.iterator(100);
+          for (;;) {
+            const e = await it.next();
+            if (e.done) break;
+            assert.notEqual(e.key, a, 'an expired entry is not iterated');
+          }
+        }
         assert.equal(await c.putIfAbsent(a, 'reborn'), true, 'putIfAbsent on an expired key stores');
         assert.equal(await c.get(a), 'reborn');
         const m2 = await c.getWithMetadata(a);
