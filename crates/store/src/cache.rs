@@ -239,7 +239,7 @@ impl Cache {
         self.inner
             .map
             .iter()
-            .filter(|e| !e.value().is_expired(now))
+            .filter(|e| self.alive(e.key(), e.value(), now))
             .count() as u64
     }
 
@@ -249,9 +249,21 @@ impl Cache {
         self.inner
             .map
             .iter()
-            .filter(|e| !e.value().is_expired(now))
+            .filter(|e| self.alive(e.key(), e.value(), now))
             .map(|e| e.key().clone())
             .collect()
+    }
+
+    /// Not expired; an entry only idle by this replica's clock is recorded as a suspect (another
+    /// replica may have kept it alive, see `idle_suspects`).
+    fn alive(&self, key: &Bytes, e: &Entry, now: i64) -> bool {
+        if !e.is_expired(now) {
+            return true;
+        }
+        if e.is_idle_expired_only(now) {
+            self.inner.idle_suspects.insert(key.clone());
+        }
+        false
     }
 
     pub fn stats(&self) -> CacheStats {

@@ -235,6 +235,9 @@ impl Cursor {
         {
             let now = Instant::now();
             for (lo, hi) in backend.change_gaps(first).await? {
+                // At or below `pruned` a gap is a pruned or rolled-back row, never one in
+                // flight (that would be a transaction open for longer than the retention).
+                let lo = lo.max(pruned + 1);
                 let hi = hi.min(max_seen);
                 if hi < lo || hi - lo > MAX_TRACKED_GAP {
                     continue;
@@ -333,8 +336,15 @@ pub(crate) async fn poll(
     check_pruned: bool,
 ) -> Result<bool, PollError> {
     let backend = &core.backend;
-    if check_pruned && backend.pruned_through().await? > cur.max_seen {
-        return Err(PollError::FellBehind);
+    if check_pruned {
+        // Rows above what we have seen were pruned, or a seq we are still waiting for may have
+        // been committed and pruned before we saw it (only if retention < gap bound): either
+        // way changes may be lost to us.
+        let pruned = backend.pruned_through().await?;
+        let waiting = cur.missing.keys().next().is_some_and(|m| *m <= pruned);
+        if pruned > cur.max_seen || waiting {
+            return Err(PollError::FellBehind);
+        }
     }
     let fresh = backend.changes_after(cur.max_seen, PAGE).await?;
     let full = fresh.len() as i64 >= PAGE;

@@ -352,5 +352,7 @@ mod send_check {
         assert_send(c.remove_if_version(k.clone(), 1));
         assert_send(c.put_all(vec![], e));
         assert_send(c.clear());
+        assert_send(c.get_fresh(b"k"));
+        let _: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::ChangeEvent>> = s.subscribe();
     }
 }

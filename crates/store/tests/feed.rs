@@ -362,7 +362,8 @@ async fn out_of_order_seq_commit() {
     .unwrap();
     let low: i64 = sqlx::query_scalar(
         "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms, origin) \
-         VALUES ('default', 'low', 'created', $1, 0, 'raw') RETURNING seq",
+         VALUES ('default', 'low', 'created', $1, \
+         (extract(epoch FROM clock_timestamp()) * 1000)::int8, 'raw') RETURNING seq",
     )
     .bind(version)
     .fetch_one(&mut raw)
@@ -408,7 +409,8 @@ async fn rolled_back_seq_is_skipped() {
     sqlx::query("BEGIN").execute(&mut raw).await.unwrap();
     let lost: i64 = sqlx::query_scalar(
         "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
-         VALUES ('default', 'x', 'created', 1, 0) RETURNING seq",
+         VALUES ('default', 'x', 'created', 1, \
+         (extract(epoch FROM clock_timestamp()) * 1000)::int8) RETURNING seq",
     )
     .fetch_one(&mut raw)
     .await
@@ -476,13 +478,14 @@ async fn garbage_change_rows_are_skipped() {
     let Some(db) = pg().await else { return };
     let a = Store::open(replica(&db)).await.unwrap();
     let mut rx = a.subscribe();
-    db.exec(
+    let now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+    db.exec(&format!(
         "INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) VALUES \
-         ('default', 'x', 'bogus', 1, 0), \
-         ('default', NULL, 'created', 2, 0), \
-         ('default', 'y', 'modified', NULL, 0), \
-         ('no_such_cache', 'z', 'created', 3, 0)",
-    )
+         ('default', 'x', 'bogus', 1, {now_ms}), \
+         ('default', NULL, 'created', 2, {now_ms}), \
+         ('default', 'y', 'modified', NULL, {now_ms}), \
+         ('no_such_cache', 'z', 'created', 3, {now_ms})"
+    ))
     .await;
     let ca = a.cache("default").unwrap();
     ca.put(b("good"), b("v"), IMM).await.unwrap();
