@@ -771,3 +771,50 @@ async fn replicas_converge_with_clears() {
     bs.shutdown().await;
     db.cleanup().await;
 }
+
+/// Rows as a ferrod from before migration 2 writes them during a rolling upgrade: kinds
+/// `put`/`remove`, no origin, no previous version, no NOTIFY. The poll picks them up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_change_rows_are_followed() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let mut rx = a.subscribe();
+    let c = a.cache("default").unwrap();
+    let now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+    let write = |sql: String| {
+        let db = &db;
+        async move { db.exec(&format!("BEGIN; {sql}; COMMIT")).await }
+    };
+    write(format!(
+        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, lifespan_ms, \
+         last_used_ms, max_idle_ms) VALUES ('default', 'old', 'o1', 1000001, {now_ms}, -1, \
+         {now_ms}, -1); INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+         VALUES ('default', 'old', 'put', 1000001, {now_ms})"
+    ))
+    .await;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Created);
+    assert_eq!(ev[0].value, Some(b("o1")));
+    assert_eq!(c.peek(b"old").unwrap().version, 1000001);
+    write(format!(
+        "UPDATE ferrod_entries SET value = 'o2', version = 1000002 WHERE key = 'old'; \
+         INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+         VALUES ('default', 'old', 'put', 1000002, {now_ms})"
+    ))
+    .await;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Modified);
+    assert_eq!(ev[0].previous, Some(b("o1")));
+    write(format!(
+        "DELETE FROM ferrod_entries WHERE key = 'old'; \
+         INSERT INTO ferrod_changes (cache, key, kind, version, committed_ms) \
+         VALUES ('default', 'old', 'remove', 1000002, {now_ms})"
+    ))
+    .await;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(ev[0].kind, ChangeKind::Removed);
+    assert_eq!(ev[0].previous, Some(b("o2")));
+    assert!(c.peek(b"old").is_none());
+    a.shutdown().await;
+    db.cleanup().await;
+}
