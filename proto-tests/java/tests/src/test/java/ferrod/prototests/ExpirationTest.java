@@ -31,16 +31,17 @@ import ferrod.prototests.harness.Case;
  * <p>The timing is exact rather than padded: the server stamps an entry somewhere between the
  * client sending the write and receiving the answer, so a read sent later than (answer + lifespan
  * + {@value #MARGIN_MS} ms) must miss, and a read answered earlier than (request + lifespan) must
- * hit. The cases run concurrently (they mostly sleep); when a thread wakes too late to prove that
+ * hit. The cases of each method run concurrently (they mostly sleep; the class itself never runs
+ * beside another class, whose server could share ferrod's database); when a thread wakes too late to prove that
  * an entry is still there, the test is aborted as inconclusive, never passed.
  */
-@Execution(ExecutionMode.CONCURRENT)
 class ExpirationTest extends HotRodTestBase {
 
    static final long MARGIN_MS = 150;
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void lifespanInSeconds(Case c) {
       RemoteCache<String, String> cache = proto(c);
       String k = key(c, "lifespan-s", "k");
@@ -59,6 +60,7 @@ class ExpirationTest extends HotRodTestBase {
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void lifespanInMilliseconds(Case c) {
       RemoteCache<String, String> cache = proto(c);
       String k = key(c, "lifespan-ms", "k");
@@ -89,6 +91,7 @@ class ExpirationTest extends HotRodTestBase {
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void maxIdleRestartedByAccess(Case c) {
       RemoteCache<String, String> cache = proto(c);
       String k = key(c, "maxidle", "k");
@@ -114,6 +117,7 @@ class ExpirationTest extends HotRodTestBase {
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void lastUsedAdvancesOnAccess(Case c) {
       RemoteCache<String, String> cache = proto(c);
       String k = key(c, "lastused", "k");
@@ -142,6 +146,7 @@ class ExpirationTest extends HotRodTestBase {
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void expiredEntriesAreInvisibleToBulkOperations(Case c) {
       RemoteCache<String, String> cache = proto(c);
       Map<String, String> mortal = new HashMap<>();
@@ -173,6 +178,7 @@ class ExpirationTest extends HotRodTestBase {
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   @Execution(ExecutionMode.CONCURRENT)
    void cacheDefaultLifespan(Case c) {
       RemoteCache<String, String> cache = cache(c, EXPIRING);
       String k = key(c, "default-lifespan", "k");

@@ -105,9 +105,15 @@ public abstract class HotRodTestBase {
       return cache(c, PROTO);
    }
 
-   /** A key unique to this test and case, so tests sharing one server never see each other's data. */
+   /**
+    * Differs per test JVM, so that runs sharing one database (FERROD_DATABASE_URL: both client
+    * modules, earlier runs) never see each other's keys.
+    */
+   static final String RUN = Long.toString(Math.abs(new java.security.SecureRandom().nextLong()) % 1_000_000_000L, 36);
+
+   /** A key unique to this test, case and run, so tests sharing one server never see each other's data. */
    protected static String key(Case c, String test, Object suffix) {
-      return test + ":" + c.id() + ":" + suffix;
+      return test + ":" + c.id() + ":" + RUN + ":" + suffix;
    }
 
    private void closeManagers(String kind) {

@@ -57,7 +57,7 @@ class MediaTypeTest extends HotRodTestBase {
       assertEquals(bulk, text.getAll(bulk.keySet()));
       Set<String> keys = new HashSet<>();
       for (String key : text.keySet()) {
-         if (key.startsWith("text:" + c.id() + ":")) {
+         if (key.startsWith(key(c, "text", ""))) {
             keys.add(key);
          }
       }
