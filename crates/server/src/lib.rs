@@ -19,7 +19,9 @@ pub use context::ServerContext;
 
 /// Opens the store (migrations, then every cache loaded into memory), binds, and serves until
 /// `shutdown` resolves. The listener is bound only once the data is loaded, so a client that
-/// can connect sees consistent data.
+/// can connect sees consistent data: until then the replica is "not ready" to a TCP probe.
+/// A database that cannot be reached at startup is retried with backoff rather than ending the
+/// process, so a replica started before (or during an outage of) its database comes up by itself.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
@@ -30,7 +32,22 @@ pub async fn run(
     store_config.reaper_interval = config.reaper_interval;
     store_config.max_batch_ops = config.max_batch_ops;
     store_config.busy_timeout = config.database_busy_timeout;
-    let store = Store::open(store_config).await?;
+    tokio::pin!(shutdown);
+    let mut backoff = std::time::Duration::from_millis(250);
+    let store = loop {
+        match Store::open(store_config.clone()).await {
+            Ok(s) => break s,
+            Err(e @ ferrod_store::StoreError::Database(_)) => {
+                tracing::warn!("database not available ({e}); retrying in {backoff:?}");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
