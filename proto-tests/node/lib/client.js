@@ -61,7 +61,63 @@ const clientWorkarounds = { truncatedTimestamp: 0 };
     }
   }
 }());
+// Second known npm client bug of the same kind (protocols.js#decodeEvent/emitKeyVersion/emitKey):
+// an event frame whose key or version has not fully arrived is "emitted" with an undefined key,
+// the partial frame is consumed, and the rest of the event is then parsed as the next frames:
+// the connection's stream is corrupted ("Rpc not found for (msgId=...)") and later requests hang.
+// With many listeners, events are often split across TCP reads, on any server. The guard checks
+// that the whole event frame is in the buffer before the client decodes it, and otherwise answers
+// "incomplete" (what the client does when the frame's common part is short).
+clientWorkarounds.splitEvent = 0;
+(function guardSplitEvents() {
+  const protocols = require('infinispan/lib/protocols');
+  // returns the offset after a vInt, or -1 if the buffer ends first
+  const vint = (buf, off) => {
+    let shift = 0;
+    let val = 0;
+    for (;;) {
+      if (off >= buf.length) return [-1, 0];
+      const b = buf[off++];
+      val += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return [off, val];
+      shift += 7;
+    }
+  };
+  const bytes = (buf, off) => {
+    const [o, len] = vint(buf, off);
+    if (o < 0 || o + len > buf.length) return -1;
+    return o + len;
+  };
+  function eventComplete(header, bytebuf) {
+    const buf = bytebuf.buf;
+    let off = bytes(buf, bytebuf.offset); // listener id
+    if (off < 0 || off + 2 > buf.length) return false;
+    const custom = buf[off] !== 0; // marker
+    off += 2; // marker, isRetried
+    off = bytes(buf, off); // custom event data, or the key
+    if (off < 0) return false;
+    if (!custom && (header.opCode === 0x60 || header.opCode === 0x61)) return off + 8 <= buf.length; // version
+    return true;
+  }
+  const protos = new Set(['2.2', '2.5', '2.9', '3.0', '3.1', '4.0', '4.1']
+    .map((v) => Object.getPrototypeOf(protocols.resolve(v, { dataFormat: { keyType: 'text/plain', valueType: 'text/plain' } }))));
+  for (const proto of protos) {
+    const orig = proto.decodeEvent;
+    if (typeof orig !== 'function') continue;
+    proto.decodeEvent = function guardedDecodeEvent(header, bytebuf, listeners) {
+      if (header.opCode >= 0x60 && header.opCode <= 0x63 && !eventComplete(header, bytebuf)) {
+        clientWorkarounds.splitEvent += 1;
+        return false;
+      }
+      return orig.call(this, header, bytebuf, listeners);
+    };
+  }
+}());
+
 process.on('exit', () => {
+  if (clientWorkarounds.splitEvent > 0) {
+    process.stderr.write(`npm client split-event bug avoided ${clientWorkarounds.splitEvent} time(s)\n`);
+  }
   if (clientWorkarounds.truncatedTimestamp > 0) {
     process.stderr.write(`npm client decodeTimestamp bug hit ${clientWorkarounds.truncatedTimestamp} time(s); handled as an incomplete read\n`);
   }

@@ -153,6 +153,38 @@ forEachTarget('listeners', (server, target) => {
         await c.ping();
       });
 
+      test(`${tag} near cache: another client's writes invalidate it`, T, async () => {
+        // The client's near cache registers a listener on connect and drops a key on its events.
+        let n;
+        try {
+          n = await connect(server, v, 'raw', { nearCache: { maxEntries: 100 } });
+        } catch (e) {
+          throw new Error(`connect with a near cache failed: ${errorText(e)}; server warnings/errors:\n${server.problems()}`);
+        }
+        try {
+          const a = k('near', 'a');
+          await w.put(a, '1');
+          assert.equal(await withTimeout(n.get(a), 5_000, 'near-cache client get'), '1');
+          assert.ok(n.nearCacheSize() >= 1, 'the value is in the near cache');
+          await w.put(a, '2');
+          const until = async (want, what) => {
+            const deadline = Date.now() + EVENT_WAIT_MS;
+            let got;
+            while (Date.now() < deadline) {
+              got = await withTimeout(n.get(a), 5_000, 'near-cache client get');
+              if (got === want) return;
+              await sleep(50);
+            }
+            assert.fail(`${what}: near-cached get still answers ${JSON.stringify(got)} after ${EVENT_WAIT_MS} ms`);
+          };
+          await until('2', 'modify invalidates');
+          await w.remove(a);
+          await until(undefined, 'remove invalidates');
+        } finally {
+          await disconnect(n);
+        }
+      });
+
       const skipFlag = numeric(v === 'auto' ? '4.1' : v) < 30 && 'SKIP_LISTENER_NOTIFICATION exists from 3.0';
       test(`${tag} SKIP_LISTENER_NOTIFICATION: no event for that write`, { ...T, skip: skipFlag }, async () => {
         const { id, events } = await listenAll(server, c);
