@@ -70,6 +70,9 @@ pub(crate) struct CacheInner {
 #[derive(Clone)]
 pub struct Cache {
     pub(crate) inner: Arc<CacheInner>,
+    /// Whether writes through this handle raise client-listener events (see
+    /// [`Cache::with_listener_notification`]).
+    notify: bool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -102,7 +105,27 @@ impl Cache {
                 tombstones: DashMap::new(),
                 idle_suspects: DashSet::new(),
             }),
+            notify: true,
         }
+    }
+
+    /// A handle to the same cache whose writes raise client-listener events (`notify`, the
+    /// default) or not (HotRod's SKIP_LISTENER_NOTIFICATION flag:
+    /// `cache.with_listener_notification(false).put(..)`). Without events a write is otherwise
+    /// the same: committed, recorded in the change log, and applied to the memory of every
+    /// replica; only no [`crate::ChangeEvent`] is published for it, on any replica. Reads,
+    /// CLEAR and expiration are not affected (CLEAR raises no per-entry events anyway, and an
+    /// entry written without events still raises Expired when it expires).
+    pub fn with_listener_notification(&self, notify: bool) -> Cache {
+        Cache {
+            inner: self.inner.clone(),
+            notify,
+        }
+    }
+
+    /// Whether writes through this handle raise client-listener events.
+    pub fn listener_notification(&self) -> bool {
+        self.notify
     }
 
     pub fn name(&self) -> &str {
@@ -452,7 +475,7 @@ impl Cache {
     async fn submit(&self, op: KeyOp) -> Result<Reply, StoreError> {
         self.inner
             .clone()
-            .send_op(Op::Key(self.inner.clone(), op))
+            .send_op(Op::Key(self.inner.clone(), op, self.notify))
             .await
     }
 }

@@ -407,17 +407,37 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
     if rows.is_empty() {
         return;
     }
-    // Validate, and take this process's own events (memory already has those writes).
-    let mut items: Vec<(String, Parsed, Option<Arc<ChangeEvent>>)> = Vec::with_capacity(rows.len());
+    // Validate, and take this process's own events (memory already has those writes). A
+    // change of this process's own that raises no event (written with listener notification
+    // off) is local too: the writer updates memory, there is nothing to publish.
+    struct Item {
+        cache: String,
+        p: Parsed,
+        /// This process's own event of the change, registered before COMMIT.
+        local_ev: Option<Arc<ChangeEvent>>,
+        /// Written by this process (memory has it already).
+        local: bool,
+        /// Whether to publish an event.
+        notify: bool,
+    }
+    let mut items: Vec<Item> = Vec::with_capacity(rows.len());
     for r in &rows {
         match parse(r) {
             Ok((cache, p)) => {
-                let local = if r.origin.as_deref() == Some(core.feed.origin.as_str()) {
+                let own = r.origin.as_deref() == Some(core.feed.origin.as_str());
+                let local_ev = if own && r.notify {
                     core.feed.take_pending(r.seq)
                 } else {
                     None
                 };
-                items.push((cache, p, local));
+                let local = local_ev.is_some() || (own && !r.notify);
+                items.push(Item {
+                    cache,
+                    p,
+                    local_ev,
+                    local,
+                    notify: r.notify,
+                });
             }
             Err(why) => {
                 tracing::warn!(seq = r.seq, "change feed: skipping a bad change row: {why}")
@@ -427,7 +447,10 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
     // One read per cache for every key that another replica wrote.
     let mut caches: HashMap<String, Option<Cache>> = HashMap::new();
     let mut refresh: HashMap<String, Vec<Bytes>> = HashMap::new();
-    for (cache, p, local) in &items {
+    for Item {
+        cache, p, local, ..
+    } in &items
+    {
         if !caches.contains_key(cache) {
             let c = match core.cache(cache) {
                 Some(c) => Some(c),
@@ -435,7 +458,7 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
             };
             caches.insert(cache.clone(), c);
         }
-        if let (Parsed::Put { key, .. }, None) = (p, local) {
+        if let (Parsed::Put { key, .. }, false) = (p, local) {
             refresh.entry(cache.clone()).or_default().push(key.clone());
         }
     }
@@ -469,19 +492,28 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         fetched.insert(cache, got);
     }
 
-    for (name, p, local) in items {
+    for Item {
+        cache: name,
+        p,
+        local_ev,
+        local,
+        notify,
+    } in items
+    {
         let Some(Some(cache)) = caches.get(&name) else {
             continue;
         };
         let inner = &cache.inner;
-        if let Some(ev) = local {
+        if local && !matches!(p, Parsed::Clear { .. }) {
             match &p {
                 Parsed::Removed { key, version } | Parsed::Expired { key, version, .. } => {
                     inner.remove_upto(key, *version, true);
                 }
                 _ => {}
             }
-            core.feed.publish(ev);
+            if let Some(ev) = local_ev {
+                core.feed.publish(ev);
+            }
             continue;
         }
         let ev = match p {
@@ -574,7 +606,9 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                 continue;
             }
         };
-        core.feed.publish(Arc::new(ev));
+        if notify {
+            core.feed.publish(Arc::new(ev));
+        }
     }
 }
 

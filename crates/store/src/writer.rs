@@ -36,8 +36,9 @@ pub(crate) struct Request {
 }
 
 pub(crate) enum Op {
-    /// Batchable.
-    Key(Arc<CacheInner>, KeyOp),
+    /// Batchable. The flag is whether the op's changes raise client-listener events (HotRod's
+    /// SKIP_LISTENER_NOTIFICATION clears it); memory of every replica is updated either way.
+    Key(Arc<CacheInner>, KeyOp, bool),
     /// The rest run in a transaction of their own: they are rare and touch whole caches.
     Clear(Arc<CacheInner>),
     CreateCache(CacheDef),
@@ -183,7 +184,7 @@ pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
         let (mut ops, mut bytes) = (0usize, 0usize);
         let mut next = Some(first);
         while let Some(req) = next.take() {
-            if let Op::Key(_, op) = &req.op {
+            if let Op::Key(_, op, _) = &req.op {
                 let (o, b) = op.weight();
                 ops += o;
                 bytes += b;
@@ -263,7 +264,7 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
 async fn resync(core: &Core, batch: &[Request]) {
     let mut per_cache: Vec<(Arc<CacheInner>, BTreeSet<Bytes>)> = Vec::new();
     for req in batch {
-        if let Op::Key(c, op) = &req.op {
+        if let Op::Key(c, op, _) = &req.op {
             let i = match per_cache.iter().position(|(x, _)| Arc::ptr_eq(x, c)) {
                 Some(i) => i,
                 None => {
@@ -368,7 +369,7 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
     let mut cache_of: Vec<Option<usize>> = Vec::with_capacity(batch.len());
     for req in batch {
         cache_of.push(match &req.op {
-            Op::Key(c, _) => Some(match caches.iter().position(|x| Arc::ptr_eq(x, c)) {
+            Op::Key(c, _, _) => Some(match caches.iter().position(|x| Arc::ptr_eq(x, c)) {
                 Some(i) => i,
                 None => {
                     caches.push(c.clone());
@@ -395,7 +396,7 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
     let mut keys: Vec<BTreeSet<Bytes>> = vec![BTreeSet::new(); caches.len()];
     let mut versions_needed = 0usize;
     for (req, ci) in batch.iter().zip(&cache_of) {
-        if let (Op::Key(_, op), Some(ci)) = (&req.op, ci) {
+        if let (Op::Key(_, op, _), Some(ci)) = (&req.op, ci) {
             if !gone[*ci] {
                 keys[*ci].extend(op.keys().cloned());
                 versions_needed += op.versions_needed();
@@ -476,14 +477,15 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         slots,
         changes: Vec::new(),
         events: Vec::new(),
+        notify: true,
     };
     let mut replies = Vec::with_capacity(batch.len());
     for (req, ci) in batch.iter().zip(&cache_of) {
         let reply = match (&req.op, ci) {
-            (Op::Key(c, _), Some(ci)) if gone[*ci] => {
+            (Op::Key(c, _, _), Some(ci)) if gone[*ci] => {
                 Err(StoreError::CacheNotFound(c.def.name.clone()))
             }
-            (Op::Key(c, op), Some(ci)) => Ok(ev.eval(*ci, &c.def.name, op)?),
+            (Op::Key(c, op, notify), Some(ci)) => Ok(ev.eval(*ci, &c.def.name, op, *notify)?),
             _ => Err(StoreError::Database(
                 "internal error: non-key op in batch".into(),
             )),
@@ -546,6 +548,8 @@ struct Eval {
     changes: Vec<Change>,
     /// Aligned with `changes`.
     events: Vec<Option<ChangeEvent>>,
+    /// Whether the op being evaluated raises events (see `Op::Key`).
+    notify: bool,
 }
 
 impl Eval {
@@ -575,6 +579,7 @@ impl Eval {
         lifespan: i64,
         max_idle: i64,
     ) -> Result<(), BatchError> {
+        let notify = self.notify;
         let version = self
             .versions
             .next()
@@ -611,8 +616,9 @@ impl Eval {
             version: Some(version),
             prev_version: prev.as_ref().map(|p| p.version),
             value: None,
+            notify,
         });
-        self.events.push(Some(ChangeEvent {
+        self.events.push(notify.then(|| ChangeEvent {
             cache: cache.to_string(),
             key: key.clone(),
             kind,
@@ -625,6 +631,7 @@ impl Eval {
 
     /// Only called on a live entry.
     fn delete(&mut self, ci: usize, cache: &str, key: &Bytes) -> Result<(), BatchError> {
+        let notify = self.notify;
         let slot = self.slot(ci, key)?;
         let prev = slot.cur.take();
         slot.changed = true;
@@ -636,9 +643,10 @@ impl Eval {
             version,
             prev_version: version,
             value: None,
+            notify,
         });
         let previous = prev.map(|r| r.value);
-        self.events.push(Some(ChangeEvent {
+        self.events.push(notify.then(|| ChangeEvent {
             cache: cache.to_string(),
             key: key.clone(),
             kind: ChangeKind::Removed,
@@ -649,7 +657,14 @@ impl Eval {
         Ok(())
     }
 
-    fn eval(&mut self, ci: usize, cache: &str, op: &KeyOp) -> Result<Reply, BatchError> {
+    fn eval(
+        &mut self,
+        ci: usize,
+        cache: &str,
+        op: &KeyOp,
+        notify: bool,
+    ) -> Result<Reply, BatchError> {
+        self.notify = notify;
         Ok(match op {
             KeyOp::Put {
                 key,
@@ -763,7 +778,7 @@ fn apply(core: &Core, batch: Vec<Request>, done: Done) {
         core.feed.publish(ev);
     }
     for (req, reply) in batch.into_iter().zip(done.replies) {
-        if let (Op::Key(cache, op), Ok(reply)) = (&req.op, &reply) {
+        if let (Op::Key(cache, op, _), Ok(reply)) = (&req.op, &reply) {
             count(cache, op, reply);
         }
         // The caller may be gone (client disconnected); the op is committed regardless.
@@ -848,6 +863,7 @@ async fn clear(core: &Core, cache: &Arc<CacheInner>) -> Result<Reply, StoreError
                 version: Some(version),
                 prev_version: None,
                 value: None,
+                notify: true,
             }],
             &core.feed.origin,
             now_ms(),
@@ -883,6 +899,7 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
                     version: Some(version),
                     prev_version: None,
                     value: None,
+                    notify: true,
                 }],
                 &core.feed.origin,
                 now_ms(),
@@ -965,6 +982,7 @@ async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
                     version: Some(version),
                     prev_version: None,
                     value: None,
+                    notify: true,
                 }],
                 &core.feed.origin,
                 now_ms(),
@@ -1062,6 +1080,7 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
                 version: Some(s.version),
                 prev_version: Some(s.version),
                 value: Some(s.value.clone()),
+                notify: true,
             })
             .collect();
         let seqs = tx.insert_changes(&changes, &core.feed.origin, now).await?;

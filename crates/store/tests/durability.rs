@@ -117,7 +117,7 @@ async fn concurrent_open_on_empty_database(db: &TestDb) {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM ferrod_schema_migrations")
             .await,
-        2,
+        3,
         "every migration applied exactly once"
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_caches").await, 7);

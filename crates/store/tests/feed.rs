@@ -168,6 +168,126 @@ async fn events_of_one_store(db: &TestDb) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Writes with listener notification off (HotRod SKIP_LISTENER_NOTIFICATION).
+
+both_backends!(silent_writes_raise_no_events);
+
+async fn silent_writes_raise_no_events(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    let quiet = c.with_listener_notification(false);
+    assert!(c.listener_notification() && !quiet.listener_notification());
+    assert!(quiet
+        .with_listener_notification(true)
+        .listener_notification());
+    let mut rx = store.subscribe();
+
+    quiet.put(b("q"), b("1"), IMM).await.unwrap();
+    c.put(b("n"), b("1"), IMM).await.unwrap();
+    quiet.put(b("q"), b("2"), IMM).await.unwrap();
+    quiet
+        .put_all(vec![(b("qa"), b("1")), (b("qb"), b("2"))], IMM)
+        .await
+        .unwrap();
+    let vq = quiet.peek(b"q").unwrap().version;
+    assert!(matches!(
+        quiet
+            .replace_if_version(b("q"), vq, b("3"), IMM)
+            .await
+            .unwrap(),
+        VersionedOutcome::Done(_)
+    ));
+    quiet.remove(b("qa")).await.unwrap();
+    c.put(b("n"), b("2"), IMM).await.unwrap();
+    // Memory has every write, silent or not (the handles share the cache).
+    assert_eq!(c.peek(b"q").unwrap().value, b("3"));
+    assert!(c.peek(b"qa").is_none());
+    assert_eq!(c.peek(b"qb").unwrap().value, b("2"));
+
+    let evs = recv_exactly(&mut rx, 2).await;
+    let got: Vec<(ChangeKind, &[u8])> = evs.iter().map(|e| (e.kind, &e.key[..])).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ChangeKind::Created, &b"n"[..]),
+            (ChangeKind::Modified, b"n")
+        ]
+    );
+    // The change log still records the silent writes (followers must apply them).
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM ferrod_changes WHERE NOT notify")
+            .await,
+        6
+    );
+    // Expiration of an entry written silently still raises Expired.
+    quiet.put(b("short"), b("s"), lifespan(200)).await.unwrap();
+    sleep_ms(300).await;
+    assert_eq!(store.run_maintenance().await.unwrap(), 1);
+    let evs = recv_exactly(&mut rx, 1).await;
+    assert_eq!(
+        (evs[0].kind, evs[0].key.clone()),
+        (ChangeKind::Expired, b("short"))
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_writes_reach_other_replicas_without_events() {
+    let Some(db) = pg().await else { return };
+    let a = Store::open(replica(&db)).await.unwrap();
+    let bs = Store::open(replica(&db)).await.unwrap();
+    let (ca, cb) = (a.cache("default").unwrap(), bs.cache("default").unwrap());
+    let (qa, qb) = (
+        ca.with_listener_notification(false),
+        cb.with_listener_notification(false),
+    );
+    let (mut rxa, mut rxb) = (a.subscribe(), bs.subscribe());
+
+    qa.put(b("k"), b("v1"), IMM).await.unwrap();
+    qa.put_all(vec![(b("x"), b("1")), (b("y"), b("2"))], IMM)
+        .await
+        .unwrap();
+    qb.put(b("fromb"), b("b1"), IMM).await.unwrap();
+    until("B sees A's silent writes", || {
+        cb.peek(b"k").is_some_and(|e| e.value == b("v1"))
+            && cb.peek(b"x").is_some()
+            && cb.peek(b"y").is_some()
+    })
+    .await;
+    until("A sees B's silent write", || ca.peek(b"fromb").is_some()).await;
+    qa.remove(b("x")).await.unwrap();
+    until("B drops the silently removed key", || {
+        cb.peek(b"x").is_none()
+    })
+    .await;
+    qb.put(b("k"), b("v2"), IMM).await.unwrap();
+    until("A sees B's silent overwrite", || {
+        ca.peek(b"k").is_some_and(|e| e.value == b("v2"))
+    })
+    .await;
+
+    // A notifying write afterwards: exactly one event per subscriber, the silent ones none.
+    ca.put(b("loud"), b("1"), IMM).await.unwrap();
+    for rx in [&mut rxa, &mut rxb] {
+        let ev = recv_exactly(rx, 1).await;
+        assert_eq!(
+            (ev[0].kind, ev[0].key.clone()),
+            (ChangeKind::Created, b("loud"))
+        );
+    }
+    until("positions meet", || {
+        a.feed_position() == bs.feed_position() && a.feed_position() > 0
+    })
+    .await;
+    for k in ["k", "y", "fromb", "loud"] {
+        assert_eq!(ca.peek(k.as_bytes()), cb.peek(k.as_bytes()), "key {k}");
+    }
+    a.shutdown().await;
+    bs.shutdown().await;
+    db.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Replicas on PostgreSQL.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

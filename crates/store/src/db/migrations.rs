@@ -146,6 +146,18 @@ INSERT INTO ferrod_leases (name, holder, expires_ms) VALUES ('expiration', '', 0
 INSERT INTO ferrod_meta (name, value) VALUES ('changes_pruned_through', 0);
 "#,
     },
+    Migration {
+        version: 3,
+        description: "change feed: per-change listener notification flag",
+        // False for writes that asked not to raise client-listener events (HotRod
+        // SKIP_LISTENER_NOTIFICATION): followers apply them to memory and publish nothing.
+        sqlite: r#"
+ALTER TABLE ferrod_changes ADD COLUMN notify BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
+        postgres: r#"
+ALTER TABLE ferrod_changes ADD COLUMN notify BOOLEAN NOT NULL DEFAULT TRUE;
+"#,
+    },
 ];
 
 /// Arbitrary constant naming ferrod's migration lock among other applications' advisory locks.

@@ -53,6 +53,9 @@ pub(crate) struct Change {
     pub prev_version: Option<i64>,
     /// Only for `expired`: the expired value (the row is gone, followers cannot read it).
     pub value: Option<Bytes>,
+    /// False when the write asked not to raise client-listener events (HotRod
+    /// SKIP_LISTENER_NOTIFICATION): followers still apply it to memory, but publish nothing.
+    pub notify: bool,
 }
 
 /// One row of `ferrod_changes` as the follower reads it (not validated yet).
@@ -66,6 +69,8 @@ pub(crate) struct ChangeRow {
     pub prev_version: Option<i64>,
     pub origin: Option<String>,
     pub value: Option<Bytes>,
+    /// Whether to publish an event (rows written before migration 3 say true).
+    pub notify: bool,
 }
 
 /// The name of the expiration lease in `ferrod_leases`.
@@ -389,7 +394,7 @@ impl Backend {
         limit: i64,
     ) -> Result<Vec<ChangeRow>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT seq, cache, key, kind, version, prev_version, origin, value \
+            "SELECT seq, cache, key, kind, version, prev_version, origin, value, notify \
              FROM ferrod_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
@@ -401,7 +406,7 @@ impl Backend {
 
     pub async fn changes_in(&self, seqs: &[i64]) -> Result<Vec<ChangeRow>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT seq, cache, key, kind, version, prev_version, origin, value \
+            "SELECT seq, cache, key, kind, version, prev_version, origin, value, notify \
              FROM ferrod_changes WHERE seq = ANY($1) ORDER BY seq",
         )
         .bind(seqs)
@@ -477,6 +482,11 @@ fn change_row_pg(r: &sqlx::postgres::PgRow) -> Result<ChangeRow, sqlx::Error> {
         prev_version: r.try_get(5).ok().flatten(),
         origin: r.try_get(6).ok().flatten(),
         value: value.map(Bytes::from),
+        notify: r
+            .try_get::<Option<bool>, _>(8)
+            .ok()
+            .flatten()
+            .unwrap_or(true),
     })
 }
 
@@ -845,7 +855,7 @@ impl Tx {
                 for c in changes {
                     let seq: i64 = sqlx::query_scalar(
                         "INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, \
-                         value, origin, committed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                         value, notify, origin, committed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                          RETURNING seq",
                     )
                     .bind(c.cache.as_str())
@@ -854,6 +864,7 @@ impl Tx {
                     .bind(c.version)
                     .bind(c.prev_version)
                     .bind(c.value.as_deref())
+                    .bind(c.notify)
                     .bind(origin)
                     .bind(now)
                     .fetch_one(&mut **t)
@@ -870,15 +881,17 @@ impl Tx {
                     let prevs: Vec<Option<i64>> = chunk.iter().map(|c| c.prev_version).collect();
                     let values: Vec<Option<&[u8]>> =
                         chunk.iter().map(|c| c.value.as_deref()).collect();
+                    let notify: Vec<bool> = chunk.iter().map(|c| c.notify).collect();
                     // nextval() runs per row in ORDER BY order, so sorting the returned seqs
                     // gives them in the order of `changes`.
                     let mut got: Vec<i64> = sqlx::query_scalar(
                         "INSERT INTO ferrod_changes (cache, key, kind, version, \
-                         prev_version, value, origin, committed_ms) \
-                         SELECT u.cache, u.key, u.kind, u.version, u.prev, u.value, $7, $8 \
+                         prev_version, value, notify, origin, committed_ms) \
+                         SELECT u.cache, u.key, u.kind, u.version, u.prev, u.value, u.notify, \
+                         $8, $9 \
                          FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::int8[], \
-                         $5::int8[], $6::bytea[]) \
-                         WITH ORDINALITY AS u(cache, key, kind, version, prev, value, ord) \
+                         $5::int8[], $6::bytea[], $7::bool[]) \
+                         WITH ORDINALITY AS u(cache, key, kind, version, prev, value, notify, ord) \
                          ORDER BY u.ord RETURNING seq",
                     )
                     .bind(caches)
@@ -887,6 +900,7 @@ impl Tx {
                     .bind(versions)
                     .bind(prevs)
                     .bind(values)
+                    .bind(notify)
                     .bind(origin)
                     .bind(now)
                     .fetch_all(&mut **t)
