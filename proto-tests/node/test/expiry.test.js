@@ -29,15 +29,23 @@ forEachTarget('expiry', (server, target) => {
         await disconnect(e);
       });
 
-      test(`${tag} lifespan in seconds ('1s')`, T, async () => {
+      test(`${tag} lifespan in seconds ('1s')`, T, async (t) => {
         const a = k('life-s');
         await c.put(a, 'short');
+        const t0 = Date.now();
         await c.put(a, 'short', { lifespan: '1s' });
-        assert.equal(await c.get(a), 'short', 'present right after the put');
+        const got = await c.get(a);
         const m = await c.getWithMetadata(a);
-        assert.equal(m.lifespan, 1, 'lifespan 1 s');
-        assert.equal(m.maxIdle, -1);
-        assert.ok(m.created > 0, 'created is set for a mortal entry');
+        const took = Date.now() - t0;
+        if (took > 700) {
+          // too slow to be sure the entry was still alive (a loaded machine): only its expiry counts
+          t.diagnostic(`inconclusive: put+get+getWithMetadata took ${took} ms of the 1000 ms lifespan; presence not asserted`);
+        } else {
+          assert.equal(got, 'short', 'present right after the put');
+          assert.equal(m.lifespan, 1, 'lifespan 1 s');
+          assert.equal(m.maxIdle, -1);
+          assert.ok(m.created > 0, 'created is set for a mortal entry');
+        }
         await sleep(1600);
         assert.equal(await c.get(a), undefined, 'gone after its lifespan');
         assert.equal(await c.containsKey(a), false, 'containsKey after its lifespan');
@@ -58,14 +66,21 @@ forEachTarget('expiry', (server, target) => {
         await c.remove(a);
       });
 
-      test(`${tag} lifespan in milliseconds ('800ms')`, T, async () => {
+      test(`${tag} lifespan in milliseconds ('800ms')`, T, async (t) => {
         const a = k('life-ms');
+        const t0 = Date.now();
         await c.put(a, 'very short', { lifespan: '800ms' });
-        assert.equal(await c.get(a), 'very short', 'present right after the put');
+        const got = await c.get(a);
         const m = await c.getWithMetadata(a);
-        // The metadata block carries whole seconds: 800 ms is reported as 0, but as finite.
-        assert.equal(m.lifespan, 0, 'lifespan reported in whole seconds');
-        assert.ok(m.created > 0, 'created is set for a mortal entry');
+        const took = Date.now() - t0;
+        if (took > 500) {
+          t.diagnostic(`inconclusive: put+get+getWithMetadata took ${took} ms of the 800 ms lifespan; presence not asserted`);
+        } else {
+          assert.equal(got, 'very short', 'present right after the put');
+          // The metadata block carries whole seconds: 800 ms is reported as 0, but as finite.
+          assert.equal(m.lifespan, 0, 'lifespan reported in whole seconds');
+          assert.ok(m.created > 0, 'created is set for a mortal entry');
+        }
         await sleep(1300);
         assert.equal(await c.get(a), undefined, 'gone after 800 ms');
         assert.equal(await c.containsKey(a), false);

@@ -37,13 +37,15 @@ async function listenAll(server, c, opts) {
   return { id, events };
 }
 
-async function waitFor(events, pred, what) {
+/** Waits until pred(events) holds; on failure shows the events of `keys` (or the last 30). */
+async function waitFor(events, pred, what, keys) {
   const deadline = Date.now() + EVENT_WAIT_MS;
   while (Date.now() < deadline) {
     if (pred(events)) return;
     await sleep(50);
   }
-  assert.fail(`${what}: not received within ${EVENT_WAIT_MS} ms; events so far: ${JSON.stringify(events)}`);
+  const shown = keys ? events.filter((e) => keys.includes(e.key)) : events.slice(-30);
+  assert.fail(`${what}: not received within ${EVENT_WAIT_MS} ms; ${events.length} events in all, ${keys ? 'those of the keys concerned' : 'the last 30'}: ${JSON.stringify(shown)}`);
 }
 
 const ofKey = (events, k) => events.filter((e) => e.key === k);
@@ -75,7 +77,7 @@ forEachTarget('listeners', (server, target) => {
         await w.replace(a, '3');
         const v3 = (await w.getWithMetadata(a)).version.toString('hex');
         await w.remove(a);
-        await waitFor(events, (ev) => ofKey(ev, a).length >= 4, 'create, modify, modify, remove events');
+        await waitFor(events, (ev) => ofKey(ev, a).length >= 4, 'create, modify, modify, remove events', [a]);
         await sleep(200); // nothing more may come
         assert.deepEqual(ofKey(events, a), [
           { type: 'create', key: a, version: v1 },
@@ -94,7 +96,7 @@ forEachTarget('listeners', (server, target) => {
         const vb2 = (await w.getWithMetadata(b)).version.toString('hex');
         assert.equal(await w.removeWithVersion(b, vb.version), false);
         assert.equal(await w.removeWithVersion(b, Buffer.from(vb2, 'hex')), true);
-        await waitFor(events, (ev) => ofKey(ev, b).length >= 3, 'events of the executed conditional writes');
+        await waitFor(events, (ev) => ofKey(ev, b).length >= 3, 'events of the executed conditional writes', [b]);
         await sleep(200);
         assert.deepEqual(ofKey(events, b).map((e) => e.type), ['create', 'modify', 'remove'], 'no events for conditional writes that did nothing');
         assert.equal(ofKey(events, b)[0].version, vb.version.toString('hex'));
@@ -103,7 +105,7 @@ forEachTarget('listeners', (server, target) => {
         // the listening client's own writes raise events too
         const own = k('events', 'own');
         await c.put(own, 'mine');
-        await waitFor(events, (ev) => ofKey(ev, own).length >= 1, 'event of a write on the listening connection');
+        await waitFor(events, (ev) => ofKey(ev, own).length >= 1, 'event of a write on the listening connection', [own]);
         await c.remove(own);
         assert.equal(await c.removeListener(id), true);
       });
@@ -112,7 +114,7 @@ forEachTarget('listeners', (server, target) => {
         const { id, events } = await listenAll(server, c);
         const pairs = [1, 2, 3].map((i) => ({ key: k('bulk', String(i)), value: String(i) }));
         await w.putAll(pairs);
-        await waitFor(events, (ev) => pairs.every((p) => ofKey(ev, p.key).some((e) => e.type === 'create')), 'create events of putAll');
+        await waitFor(events, (ev) => pairs.every((p) => ofKey(ev, p.key).some((e) => e.type === 'create')), 'create events of putAll', pairs.map((p) => p.key));
         assert.equal(await c.removeListener(id), true);
       });
 
@@ -122,7 +124,7 @@ forEachTarget('listeners', (server, target) => {
         await w.put(e, 'short', { lifespan: '1s' });
         await sleep(1500);
         assert.equal(await w.get(e), undefined, 'expired');
-        await waitFor(events, (ev) => ofKey(ev, e).some((x) => x.type === 'expiry'), 'expiry event');
+        await waitFor(events, (ev) => ofKey(ev, e).some((x) => x.type === 'expiry'), 'expiry event', [e]);
         assert.deepEqual(ofKey(events, e).map((x) => x.type), ['create', 'expiry']);
         assert.equal(await c.removeListener(id), true);
       });
@@ -132,7 +134,11 @@ forEachTarget('listeners', (server, target) => {
         for (const kk of keys) await w.put(kk, 'there');
         const events = [];
         const id = await addListener(server, c, 'create', (kk, version) => events.push({ key: kk, version: version && version.toString('hex') }), { includeState: true });
-        await waitFor(events, (ev) => keys.every((kk) => ofKey(ev, kk).length === 1), 'a create event for every existing entry');
+        await waitFor(events, (ev) => keys.every((kk) => ofKey(ev, kk).length >= 1), 'a create event for every existing entry', keys);
+        await sleep(500); // a late duplicate would show now
+        for (const kk of keys) {
+          assert.equal(ofKey(events, kk).length, 1, `exactly one create event for ${kk}, written before the listener: ${JSON.stringify(ofKey(events, kk))}`);
+        }
         for (const kk of keys) {
           const m = await w.getWithMetadata(kk);
           assert.equal(ofKey(events, kk)[0].version, m.version.toString('hex'), `${kk}: version in the state event`);
@@ -144,7 +150,7 @@ forEachTarget('listeners', (server, target) => {
         const { id, events } = await listenAll(server, c);
         const a = k('removed', 'a');
         await w.put(a, 'before');
-        await waitFor(events, (ev) => ofKey(ev, a).length === 1, 'event before removeListener');
+        await waitFor(events, (ev) => ofKey(ev, a).length === 1, 'event before removeListener', [a]);
         assert.equal(await c.removeListener(id), true, 'removeListener of a registered listener');
         await w.put(a, 'after');
         await w.remove(a);
@@ -192,7 +198,7 @@ forEachTarget('listeners', (server, target) => {
         const b = k('skip', 'b');
         await w.put(a, 'quiet', { flags: infinispan.flags.SKIP_LISTENER_NOTIFICATION });
         await w.put(b, 'loud');
-        await waitFor(events, (ev) => ofKey(ev, b).length === 1, 'event of the write without the flag');
+        await waitFor(events, (ev) => ofKey(ev, b).length === 1, 'event of the write without the flag', [b]);
         await sleep(300);
         assert.deepEqual(ofKey(events, a), [], 'no event for the write with SKIP_LISTENER_NOTIFICATION');
         assert.equal(await w.get(a), 'quiet', 'the write itself happened');
