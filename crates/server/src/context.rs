@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferrod_codec::{op, status, RequestHeader, Response};
+use ferrod_codec::{flags, op, status, version, RequestHeader, Response};
 use ferrod_store::{Cache, Store};
 
 use crate::config::{Config, DEFAULT_CACHE_NAME};
@@ -77,9 +77,18 @@ impl ServerContext {
     /// the error text clients look for by substring (reference §4).
     pub fn cache(&self, header: &RequestHeader) -> Result<Cache, Box<Response>> {
         let name = cache_name(header);
-        self.store
+        let cache = self
+            .store
             .cache(name)
-            .ok_or_else(|| Box::new(cache_not_found(header)))
+            .ok_or_else(|| Box::new(cache_not_found(header)))?;
+        // SKIP_LISTENER_NOTIFICATION (3.0+): the write still reaches every replica, silently.
+        let skip =
+            header.version >= version::V30 && header.has_flag(flags::SKIP_LISTENER_NOTIFICATION);
+        Ok(if skip {
+            cache.with_listener_notification(false)
+        } else {
+            cache
+        })
     }
 
     pub fn next_connection_id(&self) -> u64 {

@@ -285,3 +285,90 @@ async fn listener_on_one_replica_sees_writes_made_through_another() {
     // B serves what A wrote.
     assert_eq!(l.get_str("k3").await.as_deref(), Some("v19"));
 }
+
+/// SKIP_LISTENER_NOTIFICATION (0x20): the write happens and is visible, but no listener hears of it.
+#[tokio::test]
+async fn skip_listener_notification_flag_suppresses_events_only() {
+    let server = Server::start().await;
+    let mut l = server.client().await;
+    assert_status(
+        &register(&mut l, add(b"Q", false, None, false, 0)).await,
+        status::SUCCESS,
+    );
+    let mut w = server.client().await;
+    let r = w
+        .req_flags(
+            Request::Put {
+                key: b("quiet"),
+                expiration: EXP_DEFAULT,
+                value: b("1"),
+            },
+            ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION,
+        )
+        .await;
+    assert_status(&r, status::SUCCESS);
+    w.put("loud", "2").await;
+    let e = next_event(&mut l, Duration::from_secs(5))
+        .await
+        .expect("event for the unflagged write");
+    assert_eq!(plain(&e).1, b("loud"));
+    assert!(next_event(&mut l, Duration::from_millis(500))
+        .await
+        .is_none());
+    assert_eq!(l.get_str("quiet").await.as_deref(), Some("1"));
+}
+
+/// A listener that never reads must not slow writers down: its bounded queue overflows and its
+/// connection is closed, while writes keep completing.
+#[tokio::test]
+async fn a_slow_listener_is_disconnected_and_never_blocks_writers() {
+    let server = Server::start_with(ServerOpts::default().arg("--max-listener-queue=16")).await;
+    // A tiny receive buffer, so the kernel holds few events and the server's queue fills soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(server.addr().parse().unwrap())
+        .await
+        .unwrap();
+    let mut slow = Client {
+        framed: tokio_util::codec::Framed::new(stream, ferrod_codec::ClientCodec::new()),
+        version: 41,
+        cache: String::new(),
+    };
+    assert_status(
+        &register(&mut slow, add(b"SLOW", false, None, false, 0)).await,
+        status::SUCCESS,
+    );
+    let mut w = server.client().await;
+    // Writers complete although nobody reads the events (a blocked writer would hang here).
+    for batch in 0..40 {
+        let entries = (0..1000)
+            .map(|i| (b(&format!("k{batch}-{i}")), Bytes::from(vec![b'x'; 64])))
+            .collect();
+        let r = w
+            .req(Request::PutAll {
+                expiration: EXP_DEFAULT,
+                entries,
+            })
+            .await;
+        assert_status(&r, status::SUCCESS);
+    }
+    // Drain what the kernel buffered: the server must have closed the connection.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match futures::StreamExt::next(&mut slow.framed).await {
+                Some(Ok(_)) => continue,
+                _ => return true,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the overflowing listener's connection stayed open");
+    assert!(
+        server.log().contains("listener event queue overflowed"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(w.size().await, 40_000);
+}
