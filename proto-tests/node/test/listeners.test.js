@@ -129,6 +129,20 @@ forEachTarget('listeners', (server, target) => {
         assert.equal(await c.removeListener(id), true);
       });
 
+      test(`${tag} no events for writes acknowledged before the listener was added`, T, async () => {
+        const before = [1, 2, 3].map((i) => k('before', String(i)));
+        for (const kk of before) await w.put(kk, 'earlier');
+        await w.put(before[0], 'modified earlier');
+        const { id, events } = await listenAll(server, c);
+        const marker = k('before', 'marker');
+        await w.put(marker, 'after');
+        await waitFor(events, (ev) => ofKey(ev, marker).length === 1, 'event of the write after addListener', [marker]);
+        await sleep(500);
+        const stale = events.filter((e) => before.includes(e.key));
+        assert.deepEqual(stale, [], 'events for writes that were acknowledged before addListener');
+        assert.equal(await c.removeListener(id), true);
+      });
+
       test(`${tag} includeState: existing entries as create events`, T, async () => {
         const keys = [1, 2, 3].map((i) => k('state', String(i)));
         for (const kk of keys) await w.put(kk, 'there');
