@@ -4,7 +4,7 @@
 // checks (no acknowledged write lost; every replica's memory equals the SQL content).
 
 require('./faults-client-fix'); // before the client is loaded: see there
-const { execFile, spawnSync } = require('node:child_process');
+const { execFile, spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -46,6 +46,34 @@ function sqlContent(cache = CACHE) {
   return m;
 }
 
+/**
+ * One fault run at a time on this machine (they share the dedicated cluster, its database and the
+ * log file names): an exclusive flock(1) held by a child process until release() or this process
+ * ends (the child's stdin closes, it exits, the lock goes with it).
+ */
+async function lockFaultRuns(timeoutMs = 15 * 60_000) {
+  const lockFile = path.join(os.tmpdir(), 'ferrod-proto-tests-faults.lock');
+  const child = spawn('flock', ['-x', lockFile, '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  child.unref();
+  child.stdout.unref?.();
+  let announced = false;
+  const warn = setTimeout(() => { announced = true; process.stderr.write(`waiting for another faults run to release ${lockFile}\n`); }, 2_000);
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${lockFile} still locked after ${timeoutMs} ms`)), timeoutMs);
+      child.stdout.on('data', (d) => { if (String(d).includes('locked')) { clearTimeout(timer); resolve(); } });
+      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`flock exited (${code})`)); });
+    });
+  } catch (e) {
+    child.kill();
+    throw e;
+  } finally {
+    clearTimeout(warn);
+  }
+  if (announced) process.stderr.write('faults lock acquired\n');
+  return { release: () => { try { child.stdin.end(); } catch (_) { /* gone */ } } };
+}
+
 // ---------------------------------------------------------------- replicas
 
 const FAULTS_TOML = `# written by proto-tests/node/lib/faults.js
@@ -72,10 +100,29 @@ class Replica extends Server {
     };
   }
 
+  async start() {
+    this.unexpectedExits = this.unexpectedExits || [];
+    this.expectingExit = false;
+    await super.start();
+    const proc = this.proc;
+    proc.once('exit', (code, signal) => {
+      if (this.expectingExit) return;
+      const e = { replica: this.name, pid: proc.pid, code, signal, at: new Date().toISOString() };
+      this.unexpectedExits.push(e);
+      process.stderr.write(`[faults] ${this.name} EXITED UNEXPECTEDLY: ${JSON.stringify(e)}\n${this.tail(20)}\n`);
+    });
+  }
+
+  async stop() {
+    this.expectingExit = true;
+    await super.stop();
+  }
+
   /** SIGKILL the process group (no shutdown at all), wait for the exit. */
   async kill9() {
     const proc = this.proc;
     if (!proc) return;
+    this.expectingExit = true;
     this.proc = undefined;
     fs.appendFileSync(this.logFile, `\n===== SIGKILL by the test at ${new Date().toISOString()}\n`);
     try { process.kill(-proc.pid, 'SIGKILL'); } catch (_) { /* gone */ }
@@ -147,6 +194,7 @@ class Writer {
   constructor({ name, tag, connect, reconnect, loops = 3, opTimeoutMs = 3_000 }) {
     Object.assign(this, { name, tag, connect, reconnect, loops, opTimeoutMs });
     this.acked = new Map(); // key -> last acknowledged value
+    this.history = new Map(); // key -> every acknowledged value, in order
     this.uncertain = new Map(); // key -> the value of its failed (unknown outcome) write
     this.ackedPuts = 0;
     this.failedPuts = [];
@@ -155,6 +203,7 @@ class Writer {
     this.readErrors = [];
     this.events = []; // {t, ok, what}
     this.client = undefined;
+    this.reconnects = 0; // new clients connected after a failure (single-replica writers)
     this.running = false;
   }
 
@@ -171,6 +220,9 @@ class Writer {
     this.client = undefined;
   }
 
+  /** A copy of the acknowledged state now (for checkAcked's `snapshots`). */
+  snapshot() { return new Map(this.acked); }
+
   /** Acknowledged puts since `t`. */
   ackedSince(t) { return this.events.filter((e) => e.ok && e.t >= t).length; }
 
@@ -180,6 +232,7 @@ class Writer {
     if (this.client || !this.reconnect) return this.client;
     try {
       this.client = await this.connect();
+      this.reconnects += 1;
     } catch (_) {
       await sleep(200);
     }
@@ -206,15 +259,17 @@ class Writer {
       try {
         await withTimeout(c.put(k, v), this.opTimeoutMs, `put ${k}`);
         this.acked.set(k, v);
+        if (!this.history.has(k)) this.history.set(k, []);
+        this.history.get(k).push(v);
         this.ackedPuts += 1;
-        this.events.push({ t, ok: true });
+        this.events.push({ t, ok: true, ms: Date.now() - t });
         if (!mine.includes(k)) mine.push(k);
       } catch (e) {
         this.uncertain.set(k, v);
         const idx = mine.indexOf(k);
         if (idx >= 0) mine.splice(idx, 1);
         this.failedPuts.push({ t, tEnd: Date.now(), key: k, error: errorText(e) });
-        this.events.push({ t, ok: false });
+        this.events.push({ t, ok: false, ms: Date.now() - t });
         if (this.reconnect && this.client === c) {
           this.client = undefined;
           quietDisconnect(c);
@@ -239,7 +294,8 @@ class Writer {
 
   summary() {
     return `${this.name}: ${this.ackedPuts} acked puts, ${this.failedPuts.length} failed, ${this.reads} reads `
-      + `(${this.readMismatches.length} mismatches, ${this.readErrors.length} errors)`;
+      + `(${this.readMismatches.length} mismatches, ${this.readErrors.length} errors)`
+      + (this.reconnects ? `, ${this.reconnects} reconnect(s)` : '');
   }
 }
 
@@ -248,16 +304,25 @@ class Writer {
 /**
  * Every acknowledged key, read through every replica (new clients): its value is the last
  * acknowledged one, or the value of a later write whose outcome is unknown. Returns problems.
+ *
+ * snapshots (one per writer, Writer#snapshot()): check only the keys acknowledged at the snapshot,
+ * and accept the value acknowledged then or any value written to the key since (a replica may
+ * not have heard of the latest writes yet, e.g. while the feed cannot reach the database).
  */
-async function checkAcked(replicas, writers, { timeoutMs = 20_000 } = {}) {
+async function checkAcked(replicas, writers, { timeoutMs = 20_000, snapshots } = {}) {
   const expected = new Map(); // key -> [allowed values]
-  for (const w of writers) {
-    for (const [k, v] of w.acked) {
-      const allowed = [v];
+  writers.forEach((w, i) => {
+    const base = snapshots ? snapshots[i] : w.acked;
+    for (const [k, v] of base) {
+      let allowed = [w.acked.get(k)];
+      if (snapshots) {
+        const h = w.history.get(k);
+        allowed = h.slice(h.lastIndexOf(v));
+      }
       if (w.uncertain.has(k)) allowed.push(w.uncertain.get(k));
       expected.set(k, allowed);
     }
-  }
+  });
   const keys = [...expected.keys()];
   const problems = [];
   for (const r of replicas) {
@@ -339,6 +404,6 @@ async function assertMemoryEqualsSql(replicas, settleMs = 10_000) {
 }
 
 module.exports = {
-  pg, sql, sqlContent, Replica, ferrodBin, copyBinary, connectAll, connectOne, quietDisconnect,
+  lockFaultRuns, pg, sql, sqlContent, Replica, ferrodBin, copyBinary, connectAll, connectOne, quietDisconnect,
   Writer, checkAcked, iterateReplica, assertMemoryEqualsSql, freePort, sleep, CACHE,
 };
