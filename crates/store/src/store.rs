@@ -53,6 +53,8 @@ pub(crate) struct Core {
     pub writer_tx: mpsc::Sender<Request>,
     pub max_value_bytes: usize,
     pub max_batch_ops: usize,
+    /// Writer lanes (1 on SQLite).
+    pub writer_lanes: usize,
     pub changelog_retention: Duration,
     pub expiration_lease: Duration,
     /// Whether this replica held the expiration lease at its last maintenance pass.
@@ -198,6 +200,7 @@ impl Store {
             registry.insert(def.name, cache);
         }
 
+        let backend_is_sqlite = backend.is_sqlite();
         let core = Arc::new(Core {
             backend,
             registry: RwLock::new(registry),
@@ -205,6 +208,11 @@ impl Store {
             writer_tx,
             max_value_bytes: cfg.max_value_bytes,
             max_batch_ops,
+            writer_lanes: if backend_is_sqlite {
+                1
+            } else {
+                cfg.writer_lanes.clamp(1, 64)
+            },
             changelog_retention: cfg.changelog_retention,
             expiration_lease: cfg.expiration_lease.max(interval * 3),
             lease_held: AtomicBool::new(false),

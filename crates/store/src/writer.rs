@@ -1,9 +1,11 @@
-//! The single writer: group commit, conditional decisions in SQL, memory mirroring.
+//! The writer: group commit, conditional decisions in SQL, memory mirroring.
 //!
-//! Why one writer per store: SQLite allows one writer anyway, and on PostgreSQL one task that
-//! drains a queue into one transaction turns N client writes into one commit (one fsync), which
-//! is what makes durable throughput approach what the database can commit. FIFO order of the
-//! queue is the order ops take effect, also between ops of the same batch.
+//! Why one writer lane per key: SQLite allows one writer anyway, and on PostgreSQL one task
+//! that drains a queue into one transaction turns N client writes into one commit (one fsync),
+//! which is what makes durable throughput approach what the database can commit. FIFO order of
+//! a lane's queue is the order ops take effect, also between ops of the same batch. With
+//! several lanes (PostgreSQL, `writer_lanes`), each key belongs to one lane by hash, so the
+//! lanes' transactions never write the same rows and per-key order is unchanged; see [`run`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -47,6 +49,9 @@ pub(crate) enum Op {
     RemoveCache(String),
     Maintenance,
     Shutdown,
+    /// Answered by a writer lane once everything queued to it before has been committed and
+    /// applied (the dispatcher's barrier).
+    Fence,
 }
 
 /// Expirations are already resolved against the cache defaults (-1 = never).
@@ -161,7 +166,101 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
+/// The writer. With one lane (SQLite, or `writer_lanes = 1`) it is the lane itself. With
+/// several (PostgreSQL), this task dispatches: an op whose keys all hash to one lane goes to
+/// that lane's queue (so the writes of one key stay in FIFO order, and two lanes never write
+/// the same key, so their transactions never wait for each other); everything else (CLEAR,
+/// cache admin, maintenance, shutdown, a put_all spanning lanes) is a barrier: every lane
+/// finishes what it was given, then the op runs alone, and only then is the next op dispatched.
 pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
+    let n = core.writer_lanes.max(1);
+    if n == 1 {
+        run_lane(core, rx).await;
+        return;
+    }
+    let mut lanes = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, lane_rx) = mpsc::channel(LANE_QUEUE);
+        tasks.push(tokio::spawn(run_lane(core.clone(), lane_rx)));
+        lanes.push(tx);
+    }
+    while let Some(req) = rx.recv().await {
+        if let Some(i) = lane_of(&req.op, n) {
+            if let Err(mpsc::error::SendError(req)) = lanes[i].send(req).await {
+                // Only if the lane task died (it catches panics, so this is not expected).
+                let _ = req.respond.send(Err(StoreError::Closed));
+            }
+            continue;
+        }
+        fence(&lanes).await;
+        let stop = matches!(req.op, Op::Shutdown);
+        if matches!(req.op, Op::Key(..)) {
+            guarded(run_batch(&core, vec![req])).await;
+        } else {
+            guarded(run_solo(&core, req)).await;
+        }
+        if stop {
+            break;
+        }
+    }
+    drop(lanes);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Queue bound of one lane (the dispatcher's queue holds the rest).
+const LANE_QUEUE: usize = 4096;
+
+/// The lane whose keys this op writes, or None if it must run as a barrier.
+fn lane_of(op: &Op, n: usize) -> Option<usize> {
+    let Op::Key(cache, op, _) = op else {
+        return None;
+    };
+    let mut lane = None;
+    for key in op.keys() {
+        let l = key_lane(&cache.def.name, key, n);
+        match lane {
+            None => lane = Some(l),
+            Some(x) if x == l => {}
+            Some(_) => return None,
+        }
+    }
+    lane
+}
+
+fn key_lane(cache: &str, key: &[u8], n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cache.hash(&mut h);
+    key.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// Returns once every lane has committed and applied everything queued to it before.
+async fn fence(lanes: &[mpsc::Sender<Request>]) {
+    let mut waits = Vec::with_capacity(lanes.len());
+    for lane in lanes {
+        let (tx, rx) = oneshot::channel();
+        if lane
+            .send(Request {
+                op: Op::Fence,
+                respond: tx,
+            })
+            .await
+            .is_ok()
+        {
+            waits.push(rx);
+        }
+    }
+    for w in waits {
+        let _ = w.await;
+    }
+}
+
+/// One writer lane: drains its queue into batches, one transaction at a time.
+async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
     let mut carry: Option<Request> = None;
     loop {
         let first = match carry.take() {
@@ -493,6 +592,7 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         replies.push(reply);
     }
 
+    let mut writes = Vec::new();
     for (ci, cache) in caches.iter().enumerate() {
         let mut inserts: Vec<(&Bytes, &Row)> = Vec::new();
         let mut updates: Vec<(&Bytes, &Row)> = Vec::new();
@@ -506,26 +606,53 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
                 (None, false) => {}
             }
         }
+        if inserts.is_empty() && updates.is_empty() && deletes.is_empty() {
+            continue;
+        }
         // Key order, like the locks taken above: two processes inserting the same new keys
         // then wait for each other instead of deadlocking.
         inserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
         updates.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let name = &cache.def.name;
-        tx.delete_rows(name, &deletes).await?;
-        tx.update_rows(name, &updates).await?;
-        let inserted = tx.insert_rows(name, &inserts).await?;
-        if inserted != inserts.len() as u64 {
-            // Another process inserted one of these keys after we saw it absent. Our decision
-            // for it is void; re-running sees (and locks) their row.
-            return Err(BatchError::Retry(
-                "concurrent insert of the same key".into(),
-            ));
-        }
+        writes.push((cache.def.name.as_str(), deletes, updates, inserts));
     }
     let now = ev.now;
-    let seqs = tx
-        .insert_changes(&ev.changes, &core.feed.origin, now)
-        .await?;
+    // Another process inserted one of our new keys after we saw it absent: our decision for
+    // it is void; re-running sees (and locks) their row.
+    let raced = || BatchError::Retry("concurrent insert of the same key".into());
+    let mut combined = None;
+    if let [(name, deletes, updates, inserts)] = &writes[..] {
+        combined = tx
+            .write_one_cache_pg(
+                name,
+                deletes,
+                updates,
+                inserts,
+                &ev.changes,
+                &core.feed.origin,
+                now,
+            )
+            .await?;
+        if let Some((inserted, _)) = &combined {
+            if *inserted != inserts.len() as u64 {
+                return Err(raced());
+            }
+        }
+    }
+    let seqs = match combined {
+        Some((_, seqs)) => seqs,
+        None => {
+            for (name, deletes, updates, inserts) in &writes {
+                tx.delete_rows(name, deletes).await?;
+                tx.update_rows(name, updates).await?;
+                let inserted = tx.insert_rows(name, inserts).await?;
+                if inserted != inserts.len() as u64 {
+                    return Err(raced());
+                }
+            }
+            tx.insert_changes(&ev.changes, &core.feed.origin, now)
+                .await?
+        }
+    };
     let events = core.stage_events(&seqs, ev.events);
     tx.commit()
         .await
@@ -818,13 +945,13 @@ async fn run_solo(core: &Core, req: Request) {
         Op::AdoptCache(name) => adopt_cache(core, name).await,
         Op::RemoveCache(name) => remove_cache(core, name).await,
         Op::Maintenance => maintenance(core).await,
-        Op::Shutdown => Ok(Reply::Unit),
+        Op::Shutdown | Op::Fence => Ok(Reply::Unit),
         Op::Key(..) => Err(StoreError::Database(
             "internal error: key op run alone".into(),
         )),
     };
     match &result {
-        Ok(_) if !matches!(req.op, Op::Shutdown) => {
+        Ok(_) if !matches!(req.op, Op::Shutdown | Op::Fence) => {
             core.metrics
                 .transactions_committed
                 .fetch_add(1, Ordering::Relaxed);

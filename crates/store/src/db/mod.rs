@@ -96,9 +96,10 @@ pub(crate) struct Swept {
 pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
     let url = cfg.database_url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        // Writer, follower, notifier, and read-through / maintenance reads.
+        // Writer lanes, follower, notifier, and read-through / maintenance reads.
+        let lanes = u32::try_from(cfg.writer_lanes.clamp(1, 64)).unwrap_or(4);
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(6 + lanes)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
@@ -911,6 +912,113 @@ impl Tx {
             }
         }
         Ok(seqs)
+    }
+
+    /// PostgreSQL: all writes of a batch that touches one cache in a single statement (one
+    /// round trip instead of up to four): deletes, updates, inserts (`ON CONFLICT DO NOTHING`,
+    /// as in [`Tx::insert_rows`]) and the change rows (seqs in the order of `changes`, as in
+    /// [`Tx::insert_changes`]). The keys of the three lists are disjoint. Returns None (nothing
+    /// done) on SQLite or when the batch is too big for one message; the caller then uses the
+    /// per-shape statements.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_one_cache_pg(
+        &mut self,
+        cache: &str,
+        deletes: &[Bytes],
+        updates: &[(&Bytes, &Row)],
+        inserts: &[(&Bytes, &Row)],
+        changes: &[Change],
+        origin: &str,
+        now: i64,
+    ) -> Result<Option<(u64, Vec<i64>)>, sqlx::Error> {
+        const MAX_BYTES: usize = 16 * 1024 * 1024;
+        let Tx::Postgres(t) = self else {
+            return Ok(None);
+        };
+        let rows = deletes.len() + updates.len() + inserts.len();
+        let bytes: usize = deletes.iter().map(|k| k.len()).sum::<usize>()
+            + updates
+                .iter()
+                .chain(inserts)
+                .map(|(k, r)| k.len() + r.value.len())
+                .sum::<usize>()
+            + changes
+                .iter()
+                .map(|c| {
+                    c.key.as_ref().map_or(0, |k| k.len()) + c.value.as_ref().map_or(0, |v| v.len())
+                })
+                .sum::<usize>();
+        if changes.is_empty() || rows > PG_CHUNK || changes.len() > PG_CHUNK || bytes > MAX_BYTES {
+            return Ok(None);
+        }
+        let u = Columns::of(updates);
+        let i = Columns::of(inserts);
+        let caches: Vec<&str> = changes.iter().map(|c| c.cache.as_str()).collect();
+        let keys: Vec<Option<&[u8]>> = changes.iter().map(|c| c.key.as_deref()).collect();
+        let kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
+        let versions: Vec<Option<i64>> = changes.iter().map(|c| c.version).collect();
+        let prevs: Vec<Option<i64>> = changes.iter().map(|c| c.prev_version).collect();
+        let values: Vec<Option<&[u8]>> = changes.iter().map(|c| c.value.as_deref()).collect();
+        let notify: Vec<bool> = changes.iter().map(|c| c.notify).collect();
+        // Data-modifying CTEs all run (referenced or not), on the same snapshot; the three
+        // entry statements touch disjoint keys.
+        let got: Vec<(i64, i64)> = sqlx::query_as(
+            "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
+             RETURNING 1), \
+             upd AS (UPDATE ferrod_entries AS e SET value = u.value, version = u.version, \
+             created_ms = u.created_ms, lifespan_ms = u.lifespan_ms, \
+             last_used_ms = u.last_used_ms, max_idle_ms = u.max_idle_ms, expires_ms = u.expires_ms \
+             FROM UNNEST($3::bytea[], $4::bytea[], $5::int8[], $6::int8[], $7::int8[], \
+             $8::int8[], $9::int8[], $10::int8[]) \
+             AS u(key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms, \
+             expires_ms) WHERE e.cache = $1 AND e.key = u.key RETURNING 1), \
+             ins AS (INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
+             lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+             SELECT $1, * FROM UNNEST($11::bytea[], $12::bytea[], $13::int8[], $14::int8[], \
+             $15::int8[], $16::int8[], $17::int8[], $18::int8[]) \
+             ON CONFLICT (cache, key) DO NOTHING RETURNING 1), \
+             chg AS (INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, value, \
+             notify, origin, committed_ms) \
+             SELECT x.cache, x.key, x.kind, x.version, x.prev, x.value, x.notify, $26, $27 \
+             FROM UNNEST($19::text[], $20::bytea[], $21::text[], $22::int8[], $23::int8[], \
+             $24::bytea[], $25::bool[]) \
+             WITH ORDINALITY AS x(cache, key, kind, version, prev, value, notify, ord) \
+             ORDER BY x.ord RETURNING seq) \
+             SELECT (SELECT COUNT(*) FROM ins)::int8, seq FROM chg",
+        )
+        .bind(cache)
+        .bind(key_slices(deletes))
+        .bind(u.keys)
+        .bind(u.values)
+        .bind(u.versions)
+        .bind(u.created)
+        .bind(u.lifespan)
+        .bind(u.last_used)
+        .bind(u.max_idle)
+        .bind(u.expires)
+        .bind(i.keys)
+        .bind(i.values)
+        .bind(i.versions)
+        .bind(i.created)
+        .bind(i.lifespan)
+        .bind(i.last_used)
+        .bind(i.max_idle)
+        .bind(i.expires)
+        .bind(caches)
+        .bind(keys)
+        .bind(kinds)
+        .bind(versions)
+        .bind(prevs)
+        .bind(values)
+        .bind(notify)
+        .bind(origin)
+        .bind(now)
+        .fetch_all(&mut **t)
+        .await?;
+        let inserted = got.first().map_or(0, |(n, _)| *n as u64);
+        let mut seqs: Vec<i64> = got.into_iter().map(|(_, s)| s).collect();
+        seqs.sort_unstable();
+        Ok(Some((inserted, seqs)))
     }
 
     /// Locks the rows of the given caches (sorted names) in `ferrod_caches`: shared by write
