@@ -17,7 +17,11 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, warn};
 
-use ferrod_codec::{CacheEvent, CodecError, FrameError, Outbound, Response, ServerCodec};
+use bytes::Buf;
+use ferrod_codec::{
+    CacheEvent, CodecError, DecodeError, FrameError, Outbound, RequestFrame, Response, ServerCodec,
+};
+use tokio_util::codec::Decoder;
 
 use crate::cmd::{self, Action, ConnectionState};
 use crate::context::ServerContext;
@@ -25,6 +29,39 @@ use crate::listeners::EventSink;
 
 /// Responses waiting for the socket; beyond this the connection stops reading requests.
 const OUTBOUND_QUEUE: usize = 1024;
+
+/// What the connection reads: a request, or a run of bytes that cannot start one.
+enum Inbound {
+    Frame(RequestFrame),
+    Garbage(FrameError),
+}
+
+/// The server codec plus Infinispan's recovery from a bad magic byte: answer it (message id 0)
+/// and go on with the next byte that can start a request. Clients rely on this: the npm client
+/// at 2.2/2.5 sends a stray interests byte after every ADD_CLIENT_LISTENER. Any other malformed
+/// frame loses framing and closes the connection.
+struct ConnectionCodec(ServerCodec);
+
+impl Decoder for ConnectionCodec {
+    type Item = Inbound;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        match self.0.decode(src) {
+            Ok(frame) => Ok(frame.map(Inbound::Frame)),
+            Err(CodecError::Frame(e)) if matches!(e.error, DecodeError::InvalidMagic(_)) => {
+                let skip = src
+                    .iter()
+                    .skip(1)
+                    .position(|b| *b == ferrod_codec::header::REQUEST_MAGIC)
+                    .map_or(src.len(), |p| p + 1);
+                src.advance(skip);
+                Ok(Some(Inbound::Garbage(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
 pub async fn serve<S>(
     ctx: Arc<ServerContext>,
@@ -35,7 +72,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let codec = ServerCodec::new(ctx.config.max_value_bytes + 64 * 1024);
+    let codec = ConnectionCodec(ServerCodec::new(ctx.config.max_value_bytes + 64 * 1024));
     let mut frames = FramedRead::new(read_half, codec);
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<CacheEvent>(ctx.config.max_listener_queue);
@@ -77,7 +114,15 @@ pub async fn serve<S>(
                     fatal = Some(e);
                     break;
                 }
-                Some(Ok(frame)) => {
+                Some(Ok(Inbound::Garbage(e))) => {
+                    debug!(%peer, "skipping bytes that cannot start a request: {e}");
+                    let resp = Response::error(0, e.error.status(), e.to_string());
+                    let version = ferrod_codec::version::V20;
+                    if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Inbound::Frame(frame))) => {
                     let version = frame.header.version;
                     if cmd::waits_for_earlier_writes(&frame.request) {
                         while let Some((resp, v)) = writes.next().await {
