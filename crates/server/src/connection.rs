@@ -32,7 +32,7 @@ const OUTBOUND_QUEUE: usize = 1024;
 
 /// What the connection reads: a request, or a run of bytes that cannot start one.
 enum Inbound {
-    Frame(RequestFrame),
+    Frame(Box<RequestFrame>),
     Garbage(FrameError),
 }
 
@@ -48,7 +48,7 @@ impl Decoder for ConnectionCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
         match self.0.decode(src) {
-            Ok(frame) => Ok(frame.map(Inbound::Frame)),
+            Ok(frame) => Ok(frame.map(|f| Inbound::Frame(Box::new(f)))),
             Err(CodecError::Frame(e)) if matches!(e.error, DecodeError::InvalidMagic(_)) => {
                 let skip = src
                     .iter()
@@ -131,7 +131,7 @@ pub async fn serve<S>(
                             }
                         }
                     }
-                    let sent = match cmd::dispatch(&ctx, &mut state, frame) {
+                    let sent = match cmd::dispatch(&ctx, &mut state, *frame) {
                         Action::Respond(resp) => out_tx.send(Outbound::Response { response: resp, version }).await.is_ok(),
                         Action::Frames(frames) => {
                             let mut ok = true;
