@@ -478,7 +478,13 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
             _ => None,
         });
     }
-    let mut tx = core.backend.begin().await?;
+    // Nothing was sent in this transaction if BEGIN fails (typically a pooled connection that
+    // died), so running the batch again is always safe.
+    let mut tx = core
+        .backend
+        .begin()
+        .await
+        .map_err(|e| BatchError::Retry(e.to_string()))?;
     // Lock rows in one global order (cache rows by name, then entries by cache name and key)
     // so that two processes writing the same keys wait for each other instead of
     // deadlocking. Evaluation order stays FIFO. The shared lock on the cache row orders this

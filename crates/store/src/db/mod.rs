@@ -100,6 +100,9 @@ pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
         let lanes = u32::try_from(cfg.writer_lanes.clamp(1, 64)).unwrap_or(4);
         let pool = PgPoolOptions::new()
             .max_connections(6 + lanes)
+            // No ping round trip before every write transaction: a connection that died is
+            // found by BEGIN itself, which the writer retries (nothing was sent on it yet).
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
