@@ -178,6 +178,11 @@ async function quietDisconnect(c) {
 
 // ---------------------------------------------------------------- load
 
+/** The npm client's failures of the connection itself, and a request left without an answer. */
+function isConnectionFailure(e) {
+  return /no connections left|Unable to complete request|no answer within|ECONNRESET|EPIPE|ECONNREFUSED|write after end|socket|TypeError/i.test(errorText(e));
+}
+
 /**
  * One writer: `loops` sequential loops on one client. Loop j owns the keys `<RUN>:<tag>:<name>:<j>:<n>`;
  * each op puts a new key or overwrites one of the loop's earlier keys, and now and then reads back
@@ -270,7 +275,10 @@ class Writer {
         if (idx >= 0) mine.splice(idx, 1);
         this.failedPuts.push({ t, tEnd: Date.now(), key: k, error: errorText(e) });
         this.events.push({ t, ok: false, ms: Date.now() - t });
-        if (this.reconnect && this.client === c) {
+        // a new client only when the connection is gone (the npm client's own failure, or no
+        // answer): an error the server answered leaves the connection, and the other loops'
+        // requests on it, intact
+        if (this.reconnect && this.client === c && isConnectionFailure(e)) {
           this.client = undefined;
           quietDisconnect(c);
         }
@@ -280,13 +288,14 @@ class Writer {
       if (op % 3 === 0 && mine.length > 0) {
         const rk = mine[Math.floor(Math.random() * mine.length)];
         const want = this.acked.get(rk);
+        const tGet = Date.now();
         try {
           const got = await withTimeout(c.get(rk), this.opTimeoutMs, `get ${rk}`);
           this.reads += 1;
           // a concurrent loop never writes this loop's keys, so the value is exact
           if (got !== want && this.acked.get(rk) === want) this.readMismatches.push({ key: rk, want, got, t: Date.now() });
         } catch (e) {
-          this.readErrors.push({ t: Date.now(), key: rk, error: errorText(e) });
+          this.readErrors.push({ t: tGet, tEnd: Date.now(), key: rk, error: errorText(e) });
         }
       }
     }

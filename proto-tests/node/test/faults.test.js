@@ -64,7 +64,13 @@ async function assertMemoryEqualsSql(replicas) {
   log(`memory == SQL on every replica (${n} entries in cache '${F.CACHE}')`);
 }
 
-const skip = targets().includes('ferrod') ? false : 'ferrod only (TARGET excludes ferrod)';
+function skipReason() {
+  if (!targets().includes('ferrod')) return 'ferrod only (TARGET excludes ferrod)';
+  if (process.getuid && process.getuid() !== 0) return 'needs root: it drives its own PostgreSQL cluster with pg_ctlcluster (faults-pg.sh)';
+  if (!require('node:fs').existsSync('/usr/bin/pg_ctlcluster')) return 'PostgreSQL cluster tools (pg_ctlcluster) not installed';
+  return false;
+}
+const skip = skipReason();
 
 describe('faults: 3 replicas, one PostgreSQL, the npm client writing throughout', { skip }, () => {
   let url;
