@@ -42,6 +42,9 @@ pub struct Cli {
     /// Most requests in flight per connection (pipelining depth) [default: 256].
     #[arg(long, env = "FERROD_MAX_INFLIGHT_PER_CONNECTION")]
     pub max_inflight_per_connection: Option<String>,
+    /// PostgreSQL: write transactions run at once, keys spread over them by hash [default: 1].
+    #[arg(long, env = "FERROD_WRITER_LANES")]
+    pub writer_lanes: Option<String>,
     /// Events queued per connection for its client listeners; a connection whose queue
     /// overflows is closed [default: 10000].
     #[arg(long, env = "FERROD_MAX_LISTENER_QUEUE")]
@@ -67,6 +70,7 @@ struct FileConfig {
     max_connections: Option<u64>,
     max_inflight_per_connection: Option<u64>,
     max_listener_queue: Option<u64>,
+    writer_lanes: Option<u64>,
     reaper_interval_ms: Option<u64>,
     max_batch_ops: Option<u64>,
     log: Option<String>,
@@ -93,6 +97,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
     pub max_listener_queue: usize,
+    pub writer_lanes: usize,
     pub reaper_interval: Duration,
     pub max_batch_ops: usize,
     pub log: String,
@@ -263,6 +268,13 @@ impl Config {
             10_000,
             1,
         )?;
+        let writer_lanes = number("writer_lanes", &cli.writer_lanes, file.writer_lanes, 1, 1)?;
+        if writer_lanes > 64 {
+            return Err(err(
+                "writer_lanes",
+                format!("{writer_lanes} exceeds the maximum of 64"),
+            ));
+        }
         let reaper = number(
             "reaper_interval_ms",
             &cli.reaper_interval_ms,
@@ -302,6 +314,7 @@ impl Config {
             max_connections: max_connections as usize,
             max_inflight_per_connection: max_inflight as usize,
             max_listener_queue: max_listener_queue as usize,
+            writer_lanes: writer_lanes as usize,
             reaper_interval: Duration::from_millis(reaper),
             max_batch_ops: max_batch_ops as usize,
             log,

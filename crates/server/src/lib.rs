@@ -32,6 +32,7 @@ pub async fn run(
     store_config.reaper_interval = config.reaper_interval;
     store_config.max_batch_ops = config.max_batch_ops;
     store_config.busy_timeout = config.database_busy_timeout;
+    store_config.writer_lanes = config.writer_lanes;
     tokio::pin!(shutdown);
     let mut backoff = std::time::Duration::from_millis(250);
     let store = loop {
