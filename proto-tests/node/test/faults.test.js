@@ -77,6 +77,7 @@ describe('faults: 3 replicas, one PostgreSQL, the npm client writing throughout'
   let bin;
   let replicas;
   let lock;
+  const tempBins = []; // copies of the binary (rolling replacement), removed at the end
 
   before(async () => {
     lock = await F.lockFaultRuns();
@@ -96,6 +97,7 @@ describe('faults: 3 replicas, one PostgreSQL, the npm client writing throughout'
       }
       await Promise.all(replicas.map((r) => r.destroy()));
     }
+    for (const b of tempBins) require('node:fs').rmSync(require('node:path').dirname(b), { recursive: true, force: true });
     await F.pg('stop').catch(() => {});
     if (lock) lock.release();
   }, { timeout: 60_000 });
@@ -225,6 +227,7 @@ describe('faults: 3 replicas, one PostgreSQL, the npm client writing throughout'
 
   test('rolling replacement of every replica by a new binary under load: nothing lost, failures only retried', T, async () => {
     const newBin = F.copyBinary(bin); // "the freshly built binary": any build at any path joins the same data
+    tempBins.push(newBin);
     const { writers, all, perReplica } = await startWriters(replicas, 'rolling', { first: 0 });
     const windows = [];
     try {
