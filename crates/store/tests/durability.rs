@@ -19,7 +19,40 @@ both_backends!(
     acknowledged_writes_visible_without_shutdown,
     concurrent_open_on_empty_database,
     failing_batch_leaves_memory_unchanged,
+    newer_additive_schema_is_accepted_unless_it_demands_a_newer_reader,
 );
+
+/// Rolling upgrades run two versions side by side: a database migrated by a newer ferrod still
+/// opens, unless that newer version declared (schema_min_reader) that older readers must stop.
+async fn newer_additive_schema_is_accepted_unless_it_demands_a_newer_reader(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    store
+        .cache("default")
+        .unwrap()
+        .put(b("k"), b("v"), IMM)
+        .await
+        .unwrap();
+    store.shutdown().await;
+    db.exec("INSERT INTO ferrod_schema_migrations (version, description, applied_ms) VALUES (999, 'from a newer ferrod', 0)")
+        .await;
+    let store = Store::open(db.config())
+        .await
+        .expect("an additive newer schema opens");
+    assert_eq!(
+        store.cache("default").unwrap().get(b"k").unwrap().value,
+        b("v")
+    );
+    store.shutdown().await;
+    db.exec("INSERT INTO ferrod_meta (name, value) VALUES ('schema_min_reader', 999)")
+        .await;
+    let err = Store::open(db.config())
+        .await
+        .expect_err("a newer schema that demands a newer reader is refused");
+    assert!(
+        err.to_string().contains("requires ferrod schema 999"),
+        "{err}"
+    );
+}
 
 async fn reopen_restores_everything(db: &TestDb) {
     let store = Store::open(db.config()).await.unwrap();

@@ -185,7 +185,14 @@ pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
                     .iter()
                     .map(|r| r.get::<i64, _>(0))
                     .collect();
-            check_known(&applied)?;
+            let min_reader: Option<i64> = if applied.is_empty() {
+                None
+            } else {
+                sqlx::query_scalar("SELECT value FROM ferrod_meta WHERE name = 'schema_min_reader'")
+                    .fetch_optional(&mut *tx)
+                    .await?
+            };
+            check_known(&applied, min_reader)?;
             for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
                 tracing::info!(version = m.version, "applying migration: {}", m.description);
                 sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(m.sqlite)).await?;
@@ -217,7 +224,14 @@ pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
                     .iter()
                     .map(|r| r.get::<i64, _>(0))
                     .collect();
-            check_known(&applied)?;
+            let min_reader: Option<i64> = if applied.is_empty() {
+                None
+            } else {
+                sqlx::query_scalar("SELECT value FROM ferrod_meta WHERE name = 'schema_min_reader'")
+                    .fetch_optional(&mut *tx)
+                    .await?
+            };
+            check_known(&applied, min_reader)?;
             for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
                 tracing::info!(version = m.version, "applying migration: {}", m.description);
                 sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(m.postgres)).await?;
@@ -236,14 +250,27 @@ pub(crate) async fn run(backend: &Backend) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A database migrated by a newer ferrod may have a schema this binary does not understand;
-/// refusing to start is safer than writing rows the newer version does not expect.
-fn check_known(applied: &[i64]) -> Result<(), StoreError> {
+/// A database migrated by a newer ferrod is fine as long as the newer migrations were additive:
+/// replicas of two versions must run side by side during a rolling upgrade. Migrations are
+/// additive by rule (new tables, new columns with defaults, relaxed constraints); one that is not
+/// must raise `ferrod_meta.schema_min_reader` to its own version, and binaries whose newest
+/// migration is below that refuse to start instead of writing rows the newer version would
+/// misread.
+fn check_known(applied: &[i64], min_reader: Option<i64>) -> Result<(), StoreError> {
     let latest = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
-    match applied.iter().find(|v| **v > latest) {
-        Some(v) => Err(StoreError::Database(format!(
-            "database schema version {v} is newer than this ferrod supports ({latest})"
+    let newest = applied.iter().copied().max().unwrap_or(0);
+    if newest <= latest {
+        return Ok(());
+    }
+    match min_reader {
+        Some(min) if min > latest => Err(StoreError::Database(format!(
+            "database schema version {newest} requires ferrod schema {min} or newer; this ferrod has {latest}"
         ))),
-        None => Ok(()),
+        _ => {
+            tracing::warn!(
+                "database schema version {newest} is newer than this ferrod's ({latest}); its additions are compatible, continuing"
+            );
+            Ok(())
+        }
     }
 }
