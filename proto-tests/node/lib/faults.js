@@ -296,6 +296,10 @@ class Writer {
           if (got !== want && this.acked.get(rk) === want) this.readMismatches.push({ key: rk, want, got, t: Date.now() });
         } catch (e) {
           this.readErrors.push({ t: tGet, tEnd: Date.now(), key: rk, error: errorText(e) });
+          if (this.reconnect && this.client === c && isConnectionFailure(e)) {
+            this.client = undefined;
+            quietDisconnect(c);
+          }
         }
       }
     }
