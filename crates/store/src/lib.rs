@@ -109,7 +109,7 @@ pub struct StoreConfig {
     /// PostgreSQL: write transactions in flight at once (keys are spread over this many
     /// writer lanes by hash, so each key's writes stay in FIFO order; CLEAR, cache admin,
     /// maintenance and a put_all spanning lanes run as barriers). SQLite always uses one.
-    /// Default 1 (or `FERROD_WRITER_LANES`): on the project's 2-core machine, where the
+    /// Default 1 (the server's `writer_lanes` setting): on the project's 2-core machine, where the
     /// write path is CPU-bound, 4 lanes made smaller batches and lowered PUT throughput;
     /// more lanes can only pay off when round trips, not CPU, bound a batch. Experimental:
     /// more concurrent transactions make a known cross-replica race more likely (two replicas
@@ -153,11 +153,7 @@ impl Default for StoreConfig {
             caches: Vec::new(),
             reaper_interval: Duration::from_secs(1),
             max_batch_ops: 512,
-            // FERROD_WRITER_LANES overrides the default until the server exposes the setting.
-            writer_lanes: std::env::var("FERROD_WRITER_LANES")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(1),
+            writer_lanes: 1,
             changelog_retention: Duration::from_secs(600),
             busy_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
