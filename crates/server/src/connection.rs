@@ -30,6 +30,11 @@ use crate::listeners::EventSink;
 /// Responses waiting for the socket; beyond this the connection stops reading requests.
 const OUTBOUND_QUEUE: usize = 1024;
 
+/// On shutdown a connection keeps serving what its client already sent: it closes once it has
+/// been quiet this long with nothing in flight, or when the grace period ends.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the connection reads: a request, or a run of bytes that cannot start one.
 enum Inbound {
     Frame(Box<RequestFrame>),
@@ -90,11 +95,22 @@ pub async fn serve<S>(
     let mut writes = FuturesUnordered::new();
     let max_inflight = ctx.config.max_inflight_per_connection;
     let mut fatal: Option<FrameError> = None;
+    // Set once the server shuts down: the hard end of this connection's grace period.
+    let mut draining: Option<tokio::time::Instant> = None;
 
     loop {
+        let quiet = tokio::time::sleep(DRAIN_IDLE);
+        let grace_end =
+            tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now));
         tokio::select! {
             biased;
-            _ = shutdown.recv() => break,
+            _ = shutdown.recv(), if draining.is_none() => {
+                // Requests already sent (in the socket or our buffer) are still answered; closing
+                // at once would leave clients waiting for answers that never come.
+                draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                continue;
+            }
+            _ = grace_end, if draining.is_some() => break,
             _ = overflow.notified() => {
                 warn!(%peer, "closing connection: its listener event queue overflowed");
                 break;
@@ -149,7 +165,8 @@ pub async fn serve<S>(
                         break;
                     }
                 }
-            }
+            },
+            _ = quiet, if draining.is_some() && writes.is_empty() => break,
         }
     }
 
