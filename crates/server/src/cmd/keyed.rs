@@ -95,6 +95,16 @@ fn with_previous(h: &RequestHeader, st: u8, prev: Option<ferrod_store::EntrySnap
     )
 }
 
+/// `st` as the §7.3 matrix answers it: with FORCE_RETURN_VALUE, the entry travels with status
+/// 0x03/0x04; without it, the status alone.
+fn reply(h: &RequestHeader, st: u8, entry: Option<ferrod_store::EntrySnapshot>) -> Response {
+    if force_return(h) {
+        with_previous(h, st, entry)
+    } else {
+        status_only(h, st)
+    }
+}
+
 pub fn put(
     ctx: &Arc<ServerContext>,
     h: RequestHeader,
@@ -105,8 +115,7 @@ pub fn put(
     let cache = prepare!(ctx, h, key, value);
     Action::Write(Box::pin(async move {
         match cache.put(key, value, expiration(&h, &exp)).await {
-            Ok(prev) if force_return(&h) => with_previous(&h, status::SUCCESS, prev),
-            Ok(_) => status_only(&h, status::SUCCESS),
+            Ok(prev) => reply(&h, status::SUCCESS, prev),
             Err(e) => store_error(&h, e),
         }
     }))
@@ -124,10 +133,7 @@ pub fn put_if_absent(
         match cache.put_if_absent(key, value, expiration(&h, &exp)).await {
             // Stored: never a body, even with FORCE_RETURN_VALUE.
             Ok(PutIfAbsentOutcome::Stored) => status_only(&h, status::SUCCESS),
-            Ok(PutIfAbsentOutcome::Present(cur)) if force_return(&h) => {
-                with_previous(&h, status::NOT_EXECUTED, Some(cur))
-            }
-            Ok(PutIfAbsentOutcome::Present(_)) => status_only(&h, status::NOT_EXECUTED),
+            Ok(PutIfAbsentOutcome::Present(cur)) => reply(&h, status::NOT_EXECUTED, Some(cur)),
             Err(e) => store_error(&h, e),
         }
     }))
@@ -144,10 +150,7 @@ pub fn replace(
     Action::Write(Box::pin(async move {
         match cache.replace(key, value, expiration(&h, &exp)).await {
             Ok(ReplaceOutcome::Missing) => status_only(&h, status::NOT_EXECUTED),
-            Ok(ReplaceOutcome::Replaced(prev)) if force_return(&h) => {
-                with_previous(&h, status::SUCCESS, Some(prev))
-            }
-            Ok(ReplaceOutcome::Replaced(_)) => status_only(&h, status::SUCCESS),
+            Ok(ReplaceOutcome::Replaced(prev)) => reply(&h, status::SUCCESS, Some(prev)),
             Err(e) => store_error(&h, e),
         }
     }))
@@ -159,14 +162,8 @@ fn versioned(
 ) -> Response {
     match outcome {
         Ok(VersionedOutcome::Missing) => status_only(h, status::KEY_DOES_NOT_EXIST),
-        Ok(VersionedOutcome::Mismatch(cur)) if force_return(h) => {
-            with_previous(h, status::NOT_EXECUTED, Some(cur))
-        }
-        Ok(VersionedOutcome::Mismatch(_)) => status_only(h, status::NOT_EXECUTED),
-        Ok(VersionedOutcome::Done(prev)) if force_return(h) => {
-            with_previous(h, status::SUCCESS, Some(prev))
-        }
-        Ok(VersionedOutcome::Done(_)) => status_only(h, status::SUCCESS),
+        Ok(VersionedOutcome::Mismatch(cur)) => reply(h, status::NOT_EXECUTED, Some(cur)),
+        Ok(VersionedOutcome::Done(prev)) => reply(h, status::SUCCESS, Some(prev)),
         Err(e) => store_error(h, e),
     }
 }
@@ -195,10 +192,7 @@ pub fn remove(ctx: &Arc<ServerContext>, h: RequestHeader, key: Bytes) -> Action 
     Action::Write(Box::pin(async move {
         match cache.remove(key).await {
             Ok(RemoveOutcome::Missing) => status_only(&h, status::KEY_DOES_NOT_EXIST),
-            Ok(RemoveOutcome::Removed(prev)) if force_return(&h) => {
-                with_previous(&h, status::SUCCESS, Some(prev))
-            }
-            Ok(RemoveOutcome::Removed(_)) => status_only(&h, status::SUCCESS),
+            Ok(RemoveOutcome::Removed(prev)) => reply(&h, status::SUCCESS, Some(prev)),
             Err(e) => store_error(&h, e),
         }
     }))
