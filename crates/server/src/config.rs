@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use ferrod_store::CacheDef;
 
+use crate::tls::{ClientAuth, SniEntry, TlsMode, TlsSettings};
+
 /// Name the default cache (requests with an empty cache name) is stored under.
 pub const DEFAULT_CACHE_NAME: &str = "default";
 
@@ -58,6 +60,34 @@ pub struct Cli {
     /// Log filter, e.g. info or ferrod=debug [default: info].
     #[arg(long, env = "FERROD_LOG")]
     pub log: Option<String>,
+    /// TLS on the port: off, required (TLS only) or optional (TLS and plain on one port)
+    /// [default: required when tls_certificate is set, else off].
+    #[arg(long, env = "FERROD_TLS_MODE")]
+    pub tls_mode: Option<String>,
+    /// PEM certificate chain (server certificate first) served by default.
+    #[arg(long, env = "FERROD_TLS_CERTIFICATE")]
+    pub tls_certificate: Option<String>,
+    /// PEM private key of tls_certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FERROD_TLS_PRIVATE_KEY")]
+    pub tls_private_key: Option<String>,
+    /// Further certificate/key pairs chosen by the client's server name (SNI):
+    /// HOST[|HOST...]=CERT_PEM,KEY_PEM entries separated by ';' (HOST may be *.domain).
+    #[arg(long, env = "FERROD_TLS_SNI")]
+    pub tls_sni: Option<String>,
+    /// Client certificates: none, optional or required [default: none].
+    #[arg(long, env = "FERROD_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<String>,
+    /// PEM bundle of the CA certificates that client certificates must chain to.
+    #[arg(long, env = "FERROD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<String>,
+    /// How often the TLS files are checked for changes and reloaded, in milliseconds; 0 = never
+    /// [default: 5000].
+    #[arg(long, env = "FERROD_TLS_RELOAD_INTERVAL_MS")]
+    pub tls_reload_interval_ms: Option<String>,
+    /// Answer HTTP (Infinispan's REST health and cross-site calls) on the HotRod port: true or
+    /// false [default: true].
+    #[arg(long, env = "FERROD_REST")]
+    pub rest: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,8 +104,25 @@ struct FileConfig {
     reaper_interval_ms: Option<u64>,
     max_batch_ops: Option<u64>,
     log: Option<String>,
+    tls_mode: Option<String>,
+    tls_certificate: Option<PathBuf>,
+    tls_private_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_sni: Vec<FileSni>,
+    tls_client_auth: Option<String>,
+    tls_client_ca: Option<PathBuf>,
+    tls_reload_interval_ms: Option<u64>,
+    rest: Option<bool>,
     #[serde(default, rename = "cache")]
     caches: Vec<FileCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSni {
+    host_names: Vec<String>,
+    certificate: PathBuf,
+    private_key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +149,10 @@ pub struct Config {
     pub max_batch_ops: usize,
     pub log: String,
     pub caches: Vec<CacheDef>,
+    /// `None` when TLS is off.
+    pub tls: Option<TlsSettings>,
+    /// Whether HTTP requests on the port are served (REST health and cross-site endpoints).
+    pub rest: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,10 +249,11 @@ pub fn builtin_caches() -> Vec<CacheDef> {
 
 impl Config {
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
+        let mut file = match &cli.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let tls = tls_settings(cli, &mut file)?;
         let listen_s = cli
             .listen
             .clone()
@@ -295,6 +347,15 @@ impl Config {
             .or(file.log)
             .unwrap_or_else(|| "info".to_string());
 
+        let rest = match &cli.rest {
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => true,
+                "false" | "off" | "no" | "0" => false,
+                _ => return Err(err("rest", format!("'{s}' is not true or false"))),
+            },
+            None => file.rest.unwrap_or(true),
+        };
+
         let mut caches = builtin_caches();
         for (i, c) in file.caches.into_iter().enumerate() {
             let def = cache_def(c, i)?;
@@ -319,8 +380,135 @@ impl Config {
             max_batch_ops: max_batch_ops as usize,
             log,
             caches,
+            tls,
+            rest,
         })
     }
+}
+
+/// `HOST[|HOST...]=CERT,KEY;...` from a flag or environment variable.
+fn parse_sni_flag(s: &str) -> Result<Vec<SniEntry>, ConfigError> {
+    let mut entries = Vec::new();
+    for (i, part) in s
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let bad = || {
+            err(
+                "tls_sni",
+                format!("entry {i} '{part}' is not HOST[|HOST...]=CERTIFICATE,PRIVATE_KEY"),
+            )
+        };
+        let (hosts, files) = part.split_once('=').ok_or_else(bad)?;
+        let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+        let host_names: Vec<String> = hosts
+            .split('|')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if host_names.is_empty() || cert.trim().is_empty() || key.trim().is_empty() {
+            return Err(bad());
+        }
+        entries.push(SniEntry {
+            host_names,
+            certificate: PathBuf::from(cert.trim()),
+            private_key: PathBuf::from(key.trim()),
+        });
+    }
+    Ok(entries)
+}
+
+fn tls_settings(cli: &Cli, file: &mut FileConfig) -> Result<Option<TlsSettings>, ConfigError> {
+    let certificate = cli
+        .tls_certificate
+        .clone()
+        .map(PathBuf::from)
+        .or(file.tls_certificate.take());
+    let private_key = cli
+        .tls_private_key
+        .clone()
+        .map(PathBuf::from)
+        .or(file.tls_private_key.take());
+    let mode = match cli.tls_mode.clone().or(file.tls_mode.take()) {
+        Some(s) => TlsMode::parse(&s).ok_or_else(|| {
+            err(
+                "tls_mode",
+                format!("'{s}' is not one of off, required, optional"),
+            )
+        })?,
+        None if certificate.is_some() => TlsMode::Required,
+        None => TlsMode::Off,
+    };
+    if mode == TlsMode::Off {
+        return Ok(None);
+    }
+    let certificate = certificate.ok_or_else(|| {
+        err(
+            "tls_certificate",
+            format!("required when tls_mode is {mode:?}"),
+        )
+    })?;
+    let private_key = private_key.ok_or_else(|| {
+        err(
+            "tls_private_key",
+            "required when a TLS certificate is configured",
+        )
+    })?;
+    let sni = match &cli.tls_sni {
+        Some(s) => parse_sni_flag(s)?,
+        None => {
+            let mut v = Vec::new();
+            for (i, e) in std::mem::take(&mut file.tls_sni).into_iter().enumerate() {
+                if e.host_names.iter().all(|h| h.trim().is_empty()) {
+                    return Err(err(
+                        &format!("tls_sni[{i}].host_names"),
+                        "must name at least one host",
+                    ));
+                }
+                v.push(SniEntry {
+                    host_names: e.host_names,
+                    certificate: e.certificate,
+                    private_key: e.private_key,
+                });
+            }
+            v
+        }
+    };
+    let client_auth = match cli.tls_client_auth.clone().or(file.tls_client_auth.take()) {
+        Some(s) => ClientAuth::parse(&s).ok_or_else(|| {
+            err(
+                "tls_client_auth",
+                format!("'{s}' is not one of none, optional, required"),
+            )
+        })?,
+        None => ClientAuth::None,
+    };
+    let client_ca = cli
+        .tls_client_ca
+        .clone()
+        .map(PathBuf::from)
+        .or(file.tls_client_ca.take());
+    let reload = number(
+        "tls_reload_interval_ms",
+        &cli.tls_reload_interval_ms,
+        file.tls_reload_interval_ms,
+        5000,
+        0,
+    )?;
+    let settings = TlsSettings {
+        mode,
+        certificate,
+        private_key,
+        sni,
+        client_auth,
+        client_ca,
+        reload_interval: Duration::from_millis(reload),
+    };
+    // Load every file now: a certificate that cannot be used stops startup naming its key.
+    crate::tls::build_server_config(&settings).map_err(|e| err(&e.key, e.problem))?;
+    Ok(Some(settings))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

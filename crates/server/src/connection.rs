@@ -72,6 +72,7 @@ pub async fn serve<S>(
     ctx: Arc<ServerContext>,
     stream: S,
     peer: String,
+    peer_identity: Option<crate::tls::PeerIdentity>,
     mut shutdown: broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -90,6 +91,7 @@ pub async fn serve<S>(
             events: event_tx,
             overflow: overflow.clone(),
         }),
+        peer_identity,
         ..Default::default()
     };
     let mut writes = FuturesUnordered::new();

@@ -6,7 +6,10 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod listeners;
+pub mod rest;
 pub mod server;
+pub mod tls;
+pub mod transport;
 
 use std::sync::Arc;
 
@@ -58,11 +61,32 @@ pub async fn run(
         redact(&config.database_url),
         store.cache_names().join(", ")
     );
+    let tls = match config.tls.clone() {
+        Some(settings) => Some(tls::TlsState::new(settings).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if let Some(t) = &tls {
+        info!(
+            "TLS {:?} on {} (client certificates: {:?}, {} SNI certificate(s))",
+            t.settings.mode,
+            config.listen,
+            t.settings.client_auth,
+            t.settings.sni.len()
+        );
+    }
+    let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
+    let transport = Arc::new(transport::Transport {
+        tls,
+        rest: config.rest,
+    });
     let ctx = Arc::new(ServerContext::new(store.clone(), config));
     let dispatcher = tokio::spawn(listeners::dispatch(store.clone(), ctx.listeners.clone()));
-    server::run(ctx, listener, shutdown).await;
+    server::run(ctx, transport, listener, shutdown).await;
     store.shutdown().await;
     dispatcher.abort();
+    if let Some(w) = tls_watch {
+        w.abort();
+    }
     info!("ferrod stopped");
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Accept loop: bounded connections, a shutdown signal threaded to every connection.
+//! Accept loop: bounded connections (HotRod and HTTP alike), a shutdown signal threaded to every
+//! connection. `transport::serve` decides what each connection speaks.
 
 use std::sync::Arc;
 
@@ -6,13 +7,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{error, info, warn};
 
-use crate::connection;
 use crate::context::ServerContext;
+use crate::transport::{self, Transport};
 
 /// Serves until `shutdown` resolves, then stops accepting, tells every connection to finish
 /// its in-flight writes, and waits for them.
 pub async fn run(
     ctx: Arc<ServerContext>,
+    transport: Arc<Transport>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -44,8 +46,9 @@ pub async fn run(
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 let rx = notify.subscribe();
+                let transport = transport.clone();
                 tasks.spawn(async move {
-                    connection::serve(ctx, stream, peer.to_string(), rx).await;
+                    transport::serve(ctx, transport, stream, peer.to_string(), rx).await;
                     drop(permit);
                 });
             }

@@ -44,6 +44,10 @@ pub struct ConnectionState {
     /// Where listener events for this connection go; `None` only in tests without listeners.
     pub event_sink: Option<crate::listeners::EventSink>,
     pub listener_count: usize,
+    /// The client certificate's identity when the connection is TLS with a verified client
+    /// certificate (see `tls::PeerIdentity`); `None` for plain connections and TLS without one.
+    /// SASL EXTERNAL authenticates as this identity.
+    pub peer_identity: Option<crate::tls::PeerIdentity>,
 }
 
 /// Whether a request must first see every earlier write of its connection committed. Writes are

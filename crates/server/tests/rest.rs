@@ -1,0 +1,283 @@
+//! HTTP on the HotRod port: the Infinispan REST calls Keycloak's multi-site health check makes,
+//! the health endpoints, clear 404/405 for the rest, malformed HTTP, the shared connection limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrod_codec::status;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw request bytes on a fresh connection and returns everything the server answers
+/// until it closes the connection.
+async fn http_raw(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (out, closed) = raw_exchange(&mut s, request, false, CALL_TIMEOUT).await;
+    assert!(
+        closed,
+        "the server did not close after answering: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let text = http_raw(addr, req.as_bytes()).await;
+    parse(&text)
+}
+
+/// (status, head, body) of one HTTP/1.1 answer.
+fn parse(text: &str) -> (u16, String, String) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    (code, head.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn keycloak_multi_site_calls_are_answered_as_by_an_infinispan_without_sites() {
+    let mut server = Server::start().await;
+    let addr = server.addr();
+
+    let (code, head, body) = http(&addr, "GET", "/rest/v2/container").await;
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(info["local_site"].is_null(), "{info}");
+    assert_eq!(info["sites_view"], serde_json::json!([]));
+    assert!(info["cache_configuration_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "default"));
+
+    let (code, _, body) = http(&addr, "GET", "/rest/v2/container/x-site/backups").await;
+    assert_eq!((code, body.as_str()), (200, "{}"));
+    let (code, _, body) = http(
+        &addr,
+        "POST",
+        "/rest/v2/container/x-site/backups/site-b?action=take-offline",
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (200, "{}"));
+    // The same through the older cache-manager paths.
+    let (code, _, body) = http(
+        &addr,
+        "GET",
+        "/rest/v2/cache-managers/default/x-site/backups/",
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (200, "{}"));
+    let (code, _, _) = http(&addr, "GET", "/rest/v2/cache-managers/default").await;
+    assert_eq!(code, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_endpoints_report_healthy_when_the_store_is_ready() {
+    let mut server = Server::start().await;
+    let addr = server.addr();
+    for path in [
+        "/rest/v2/container/health/status",
+        "/rest/v2/cache-managers/default/health/status",
+    ] {
+        let (code, head, body) = http(&addr, "GET", path).await;
+        assert_eq!((code, body.as_str()), (200, "HEALTHY"), "{path}: {head}");
+        let (code, _, body) = http(&addr, "HEAD", path).await;
+        assert_eq!((code, body.as_str()), (200, ""), "HEAD {path}");
+    }
+    for path in [
+        "/rest/v2/container/health",
+        "/rest/v2/cache-managers/default/health",
+    ] {
+        let (code, _, body) = http(&addr, "GET", path).await;
+        assert_eq!(code, 200, "{path}");
+        let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(h["cluster_health"]["health_status"], "HEALTHY", "{h}");
+        assert!(h["cache_health"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cache_name"] == "default" && c["status"] == "HEALTHY"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_get_404_405_and_400() {
+    let mut server = Server::start().await;
+    let addr = server.addr();
+    for path in [
+        "/",
+        "/rest/v2/caches/default",
+        "/rest/v2/cache-managers/other/health/status",
+        "/rest/v2/container/x-site/backups/site-b",
+        "/rest/v2/containers",
+        "/rest/v3/container",
+    ] {
+        let (code, _, _) = http(&addr, "GET", path).await;
+        assert_eq!(code, 404, "{path}");
+    }
+    let (code, head, _) = http(&addr, "DELETE", "/rest/v2/container").await;
+    assert_eq!(code, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
+    let (code, _, _) = http(&addr, "PUT", "/rest/v2/container/health/status").await;
+    assert_eq!(code, 405);
+    let (code, _, _) = http(&addr, "POST", "/rest/v2/container/x-site/backups/site-b").await;
+    assert_eq!(code, 400);
+    let (code, _, body) = http(
+        &addr,
+        "POST",
+        "/rest/v2/container/x-site/backups/site-b?action=explode",
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("explode"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_leaves_the_server_serving() {
+    let mut server = Server::start().await;
+    let addr = server.addr();
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n".to_vec(),
+        b"GARBAGE\r\n\r\n".to_vec(),
+        b"GET /rest/v2/container HTTP/9.9\r\n\r\n".to_vec(),
+        b"GET /\x00\x01 HTTP/1.1\r\n\r\n".to_vec(),
+        b"POST /rest/v2/container HTTP/1.1\r\nContent-Length: nope\r\n\r\n".to_vec(),
+    ];
+    for req in cases {
+        let text = http_raw(&addr, &req).await;
+        let (code, _, _) = parse(&text);
+        assert!(
+            (400..500).contains(&code),
+            "{:?} answered {text:?}",
+            String::from_utf8_lossy(&req)
+        );
+    }
+    // A request head larger than the server buffers is refused, not accumulated.
+    let mut huge = b"GET /rest/v2/container HTTP/1.1\r\nX-Fill: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let _ = s.write_all(&huge).await;
+    let (out, closed) = read_until_close(&mut s, CALL_TIMEOUT).await;
+    assert!(closed);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
+
+    // Keep-alive: two requests on one connection, both answered.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /rest/v2/container/health/status HTTP/1.1\r\nHost: x\r\n\r\nGET /rest/v2/container/x-site/backups HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(CALL_TIMEOUT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+
+    server.assert_running();
+    let mut c = server.client().await;
+    c.put("after-http", "ok").await;
+    assert_eq!(c.get_str("after-http").await.as_deref(), Some("ok"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rest_can_be_switched_off() {
+    let mut server = Server::start_with(ServerOpts::default().arg("--rest").arg("false")).await;
+    // HTTP is then just bytes that cannot start a HotRod request: answered with a HotRod error.
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let (out, _) = raw_exchange(
+        &mut s,
+        b"GET /rest/v2/container HTTP/1.1\r\n\r\n",
+        true,
+        CALL_TIMEOUT,
+    )
+    .await;
+    assert!(
+        !out.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out.first(), Some(&0xA1), "expected a HotRod response");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_and_hotrod_connections_share_max_connections() {
+    let mut server =
+        Server::start_with(ServerOpts::default().arg("--max-connections").arg("2")).await;
+    let addr = server.addr();
+    // The harness's readiness probe connection may still hold its slot for a moment: wait
+    // until two HotRod connections are served.
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let mut c = Client::connect(&addr).await;
+        let f = c.frame(ferrod_codec::Request::Ping, 0);
+        c.send(f).await;
+        if let Some(Ok(ferrod_codec::Incoming::Response(r))) = c.try_recv().await {
+            assert_eq!(r.header.status, status::SUCCESS);
+            held.push(c);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Both slots taken: an HTTP connection is refused like a HotRod one.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let (out, closed) = raw_exchange(
+        &mut s,
+        b"GET /rest/v2/container/health/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        false,
+        CALL_TIMEOUT,
+    )
+    .await;
+    assert!(
+        closed && out.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        server.log().contains("limit of 2 connections"),
+        "{}",
+        server.log()
+    );
+
+    // One HotRod connection leaves: HTTP is served again.
+    held.pop();
+    let mut answered = None;
+    for _ in 0..500 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let (out, _) = raw_exchange(
+            &mut s,
+            b"GET /rest/v2/container/health/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+            CALL_TIMEOUT,
+        )
+        .await;
+        if !out.is_empty() {
+            answered = Some(String::from_utf8_lossy(&out).into_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answered = answered.expect("HTTP never served after a slot was freed");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    server.stop().await;
+}
