@@ -12,6 +12,8 @@ import org.infinispan.configuration.cache.CacheMode;
 import org.infinispan.configuration.cache.ConfigurationBuilder;
 import org.infinispan.configuration.global.GlobalConfigurationBuilder;
 import org.infinispan.manager.DefaultCacheManager;
+import org.infinispan.rest.RestServer;
+import org.infinispan.rest.configuration.RestServerConfigurationBuilder;
 import org.infinispan.server.hotrod.HotRodServer;
 import org.infinispan.server.hotrod.configuration.HotRodServerConfigurationBuilder;
 
@@ -28,6 +30,8 @@ import org.infinispan.server.hotrod.configuration.HotRodServerConfigurationBuild
  *   <li>{@code raw}: application/octet-stream</li>
  *   <li>{@code expiring}: application/x-protostream, default lifespan 2000 ms</li>
  * </ul>
+ * With the environment variable {@code REFERENCE_REST_PORT} set, Infinispan's REST endpoint is
+ * served on that port too (the reference for ferrod's REST answers on its HotRod port).
  * Prints {@code READY} on stdout once the endpoint accepts connections. SIGTERM (or SIGINT) stops
  * the server and the cache manager gracefully, so the stores are closed cleanly.
  */
@@ -81,6 +85,21 @@ public final class ReferenceServer {
          cacheManager.getCache(name);
       }
 
+      // REST first: the harness waits for the HotRod port, so REST is up when that accepts.
+      String restPort = System.getenv("REFERENCE_REST_PORT");
+      RestServer rest = null;
+      if (restPort != null && !restPort.isBlank()) {
+         RestServerConfigurationBuilder restConfig = new RestServerConfigurationBuilder();
+         restConfig.host("127.0.0.1").port(Integer.parseInt(restPort.trim())).name("rest");
+         rest = new RestServer();
+         // Outside Infinispan's server launcher nothing provides the server-management view the
+         // REST resources consult; a minimal one: running, this cache manager, no logins.
+         rest.setServerManagement(serverManagement(cacheManager), true);
+         rest.start(restConfig.build(), cacheManager);
+         rest.postStart();
+      }
+      RestServer restServer = rest;
+
       HotRodServerConfigurationBuilder serverConfig = new HotRodServerConfigurationBuilder();
       serverConfig.host("127.0.0.1").port(port).defaultCacheName("default").name("hotrod");
       // 16.x servers reject requests larger than max-content-length (default 10MB, i.e. 10^7
@@ -98,6 +117,13 @@ public final class ReferenceServer {
          } catch (Throwable t) {
             t.printStackTrace();
          }
+         if (restServer != null) {
+            try {
+               restServer.stop();
+            } catch (Throwable t) {
+               t.printStackTrace();
+            }
+         }
          try {
             cacheManager.stop();
          } catch (Throwable t) {
@@ -110,6 +136,21 @@ public final class ReferenceServer {
       System.out.println("READY");
       System.out.flush();
       stopped.await();
+   }
+
+   private static org.infinispan.server.core.ServerManagement serverManagement(DefaultCacheManager cacheManager) {
+      return (org.infinispan.server.core.ServerManagement) java.lang.reflect.Proxy.newProxyInstance(
+            ReferenceServer.class.getClassLoader(),
+            new Class<?>[]{org.infinispan.server.core.ServerManagement.class},
+            (proxy, method, args) -> switch (method.getName()) {
+               case "getStatus" -> org.infinispan.lifecycle.ComponentStatus.RUNNING;
+               case "getCacheManager" -> cacheManager;
+               case "getLoginConfiguration", "getProtocolServers", "getDataSources", "getUsers" -> Map.of();
+               case "toString" -> "reference-server management";
+               case "hashCode" -> System.identityHashCode(proxy);
+               case "equals" -> proxy == args[0];
+               default -> null;
+            });
    }
 
    private static ConfigurationBuilder cache(Path data, String name, String mediaType, long lifespanMs) {

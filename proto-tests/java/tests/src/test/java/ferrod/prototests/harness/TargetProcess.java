@@ -22,18 +22,20 @@ public final class TargetProcess implements AutoCloseable {
    private final List<String> command;
    private final Map<String, String> environment;
    private final int port;
+   private final int httpPort;
    private final Path log;
    private final Duration startTimeout;
    private final Runnable cleanup;
    private Process process;
    private int starts;
 
-   TargetProcess(String name, List<String> command, Map<String, String> environment, int port, Path log,
-                 Duration startTimeout, Runnable cleanup) {
+   TargetProcess(String name, List<String> command, Map<String, String> environment, int port, int httpPort,
+                 Path log, Duration startTimeout, Runnable cleanup) {
       this.name = name;
       this.command = List.copyOf(command);
       this.environment = Map.copyOf(environment);
       this.port = port;
+      this.httpPort = httpPort;
       this.log = log;
       this.startTimeout = startTimeout;
       this.cleanup = cleanup;
@@ -49,6 +51,11 @@ public final class TargetProcess implements AutoCloseable {
 
    public int port() {
       return port;
+   }
+
+   /** Where Infinispan's REST API is served: the HotRod port for ferrod, a port of its own for the reference. */
+   public int httpPort() {
+      return httpPort;
    }
 
    public Path log() {

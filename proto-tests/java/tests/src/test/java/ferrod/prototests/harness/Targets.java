@@ -106,6 +106,16 @@ public final class Targets {
 
    /** A new, not yet started target of the given kind, with its own port and empty data. */
    public static TargetProcess create(String kind, String label) {
+      return create(kind, label, List.of());
+   }
+
+   /**
+    * As {@link #create(String, String)}, with extra command-line arguments for ferrod (e.g. TLS
+    * settings; ignored for the reference server). The reference server also serves Infinispan's
+    * REST API, on a port of its own ({@link TargetProcess#httpPort()}); ferrod serves it on the
+    * HotRod port.
+    */
+   public static TargetProcess create(String kind, String label, List<String> ferrodArgs) {
       int port = freePort();
       Path work;
       try {
@@ -127,7 +137,9 @@ public final class Targets {
          case INFINISPAN: {
             List<String> cmd = TargetProcess.list("bash", javaDir().resolve("reference-server.sh").toString(),
                   ispnLine(), Integer.toString(port), work.resolve("data").toString());
-            return new TargetProcess(INFINISPAN + "-" + ispnLine(), cmd, Map.of(), port, log,
+            int restPort = freePort();
+            return new TargetProcess(INFINISPAN + "-" + ispnLine(), cmd,
+                  Map.of("REFERENCE_REST_PORT", Integer.toString(restPort)), port, restPort, log,
                   Duration.ofSeconds(300), cleanup);
          }
          case FERROD: {
@@ -145,10 +157,11 @@ public final class Targets {
             String db = setting("FERROD_DATABASE_URL", "sqlite://" + work.resolve("ferrod.db"));
             List<String> cmd = TargetProcess.list(bin.toString(), "--listen", "127.0.0.1:" + port,
                   "--database-url", db, "--config", toml.toString());
+            cmd.addAll(ferrodArgs);
             Map<String, String> env = new HashMap<>();
             // keep the child's configuration to what the command line says
             env.put("FERROD_LOG", setting("FERROD_LOG", "info"));
-            return new TargetProcess(FERROD, cmd, env, port, log, Duration.ofSeconds(120), cleanup);
+            return new TargetProcess(FERROD, cmd, env, port, port, log, Duration.ofSeconds(120), cleanup);
          }
          default:
             throw new IllegalArgumentException(kind);
