@@ -91,10 +91,12 @@ class Server {
   /**
    * @param {'ferrod'|'infinispan'} kind
    * @param {string} name short label used for the data directory and the log file
+   * @param {{ferrodArgs?: string[]}} opts ferrodArgs: extra command-line arguments for ferrod
    */
-  constructor(kind, name) {
+  constructor(kind, name, opts = {}) {
     this.kind = kind;
     this.name = name;
+    this.ferrodArgs = opts.ferrodArgs || [];
     this.port = undefined;
     this.proc = undefined;
     this.dir = undefined;
@@ -116,7 +118,7 @@ class Server {
       return {
         cmd: bin,
         args: ['--listen', `127.0.0.1:${this.port}`, '--database-url', dbUrl,
-          '--config', path.join(this.dir, 'ferrod.toml')],
+          '--config', path.join(this.dir, 'ferrod.toml'), ...this.ferrodArgs],
         readyLine: null,
       };
     }
