@@ -289,6 +289,49 @@ mod tests {
         assert_eq!(resource("/"), None);
     }
 
+    /// A real store (SQLite in a temp dir): HEALTHY while it serves, DEGRADED with 503 once it is
+    /// no longer ready (here: shut down).
+    #[tokio::test]
+    async fn health_follows_store_readiness() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("h.db").display());
+        let cli = crate::Cli::try_parse_from(["ferrod", "--database-url", &url]).unwrap();
+        let config = crate::Config::load(&cli).unwrap();
+        let mut store_config = ferrod_store::StoreConfig::new(url);
+        store_config.caches = config.caches.clone();
+        let store = ferrod_store::Store::open(store_config).await.unwrap();
+        let ctx = ServerContext::new(store.clone(), config);
+        let status: hyper::Uri = "/rest/v2/container/health/status".parse().unwrap();
+        let health: hyper::Uri = "/rest/v2/container/health".parse().unwrap();
+
+        assert_eq!(answer(&ctx, &Method::GET, &status).status(), StatusCode::OK);
+        assert_eq!(answer(&ctx, &Method::GET, &health).status(), StatusCode::OK);
+        store.shutdown().await;
+        let r = answer(&ctx, &Method::GET, &status);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"DEGRADED");
+        assert_eq!(
+            answer(&ctx, &Method::HEAD, &status).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let r = answer(&ctx, &Method::GET, &health);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["cluster_health"]["health_status"], "DEGRADED");
+        // Keycloak's calls do not depend on readiness.
+        let info: hyper::Uri = "/rest/v2/container".parse().unwrap();
+        assert_eq!(answer(&ctx, &Method::GET, &info).status(), StatusCode::OK);
+    }
+
     #[test]
     fn query_params() {
         let uri: hyper::Uri = "/x?a=1&action=take-offline&flag".parse().unwrap();

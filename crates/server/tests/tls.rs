@@ -59,9 +59,11 @@ impl Ca {
     fn issue(&self, cn: &str, names: &[&str], client: bool) -> Leaf {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
+        // Encoded O then CN, as most certificates are (rcgen's default name holds a CN already).
+        p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name
             .push(DnType::OrganizationName, "ferrod tests");
+        p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -496,7 +498,9 @@ async fn client_certificates_required_optional_and_untrusted() {
             .arg("--tls-client-auth")
             .arg("required")
             .arg("--tls-client-ca")
-            .arg(&p(&ca_pem)),
+            .arg(&p(&ca_pem))
+            .arg("--log")
+            .arg("info,ferrod::transport=debug"),
     )
     .await;
     let addr = server.addr();
@@ -508,6 +512,14 @@ async fn client_certificates_required_optional_and_untrusted() {
     .await
     .unwrap();
     put_get_over_tls(&mut ok).await;
+    // The verified certificate's identity reached the connection (what SASL EXTERNAL uses).
+    assert!(
+        server
+            .log()
+            .contains("TLS client certificate: CN=keycloak,O=ferrod tests"),
+        "{}",
+        server.log()
+    );
     for (what, identity) in [
         ("no certificate", None),
         ("an untrusted one", Some(&stranger)),
