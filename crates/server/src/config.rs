@@ -550,6 +550,32 @@ mod tests {
     }
 
     #[test]
+    fn sni_flag_entries() {
+        let e = parse_sni_flag(
+            "a.example.com|*.b.example.com=/c.pem,/k.pem; x.example.com = /x.pem , /y.pem ;",
+        )
+        .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].host_names, vec!["a.example.com", "*.b.example.com"]);
+        assert_eq!(e[0].certificate, PathBuf::from("/c.pem"));
+        assert_eq!(e[1].host_names, vec!["x.example.com"]);
+        assert_eq!(e[1].private_key, PathBuf::from("/y.pem"));
+        for bad in ["nohost", "=a,b", "h=a", "h=,b", "h=a,"] {
+            assert_eq!(parse_sni_flag(bad).unwrap_err().key, "tls_sni", "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_is_off_and_rest_on_by_default() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert!(c.tls.is_none());
+        assert!(c.rest);
+        let c = Config::load(&cli(&["--tls-mode", "off", "--rest", "false"])).unwrap();
+        assert!(c.tls.is_none());
+        assert!(!c.rest);
+    }
+
+    #[test]
     fn file_caches_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.toml");
