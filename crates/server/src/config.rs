@@ -1,6 +1,7 @@
 //! Configuration: every key can come from the TOML file, an environment variable or a flag
 //! (flag > environment > file > default). A bad value stops startup with a message naming the key.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,8 @@ use clap::Parser;
 use serde::Deserialize;
 
 use ferrod_store::CacheDef;
+
+use crate::auth::roles::Role;
 
 /// Name the default cache (requests with an empty cache name) is stored under.
 pub const DEFAULT_CACHE_NAME: &str = "default";
@@ -58,6 +61,67 @@ pub struct Cli {
     /// Log filter, e.g. info or ferrod=debug [default: info].
     #[arg(long, env = "FERROD_LOG")]
     pub log: Option<String>,
+    /// Credentials file (`ferrod user add` writes it). Setting it turns authentication on:
+    /// clients must authenticate (SASL) before any operation but PING [default: none, no auth].
+    #[arg(long, env = "FERROD_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// SASL realm offered by DIGEST mechanisms [default: default].
+    #[arg(long, env = "FERROD_AUTH_REALM")]
+    pub auth_realm: Option<String>,
+    /// SASL server name; DIGEST clients must use digest-uri hotrod/<name> [default: infinispan].
+    #[arg(long, env = "FERROD_AUTH_SERVER_NAME")]
+    pub auth_server_name: Option<String>,
+    /// Comma-separated SASL mechanisms to offer [default: all: SCRAM-SHA-512/384/256/1,
+    /// DIGEST-SHA-512/384/256, DIGEST-SHA, DIGEST-MD5, PLAIN, EXTERNAL].
+    #[arg(long, env = "FERROD_AUTH_MECHANISMS")]
+    pub auth_mechanisms: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage the users of the credentials file.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Add a user, or replace its password and roles.
+    Add {
+        name: String,
+        /// The password; read from the first line of standard input when omitted.
+        #[arg(long)]
+        password: Option<String>,
+        /// Roles: admin, deployer, application, observer, monitor (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Realm the DIGEST hashes are bound to [default: the configured auth_realm].
+        #[arg(long)]
+        realm: Option<String>,
+        /// SCRAM iteration count, 4096..=32768 [default: 4096].
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// List users and their roles.
+    List {
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +138,10 @@ struct FileConfig {
     reaper_interval_ms: Option<u64>,
     max_batch_ops: Option<u64>,
     log: Option<String>,
+    credentials_file: Option<PathBuf>,
+    auth_realm: Option<String>,
+    auth_server_name: Option<String>,
+    auth_mechanisms: Option<Vec<String>>,
     #[serde(default, rename = "cache")]
     caches: Vec<FileCache>,
 }
@@ -86,6 +154,8 @@ struct FileCache {
     value_media_type: Option<String>,
     lifespan_ms: Option<i64>,
     max_idle_ms: Option<i64>,
+    /// With authentication on: only these roles may use the cache.
+    roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +172,14 @@ pub struct Config {
     pub max_batch_ops: usize,
     pub log: String,
     pub caches: Vec<CacheDef>,
+    /// Set = authentication on (see `auth`).
+    pub credentials_file: Option<PathBuf>,
+    pub auth_realm: String,
+    pub auth_server_name: String,
+    /// `None` = every mechanism.
+    pub auth_mechanisms: Option<Vec<String>>,
+    /// Per-cache role restrictions (`[[cache]] roles = [...]`).
+    pub cache_roles: HashMap<String, Vec<Role>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +222,15 @@ pub fn media_type_is_known(name: &str) -> bool {
     // type/subtype with non-empty parts; parameters are not part of a cache's storage type.
     let mut parts = n.splitn(2, '/');
     matches!((parts.next(), parts.next()), (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && !b.contains('/') && !n.contains(char::is_whitespace))
+}
+
+fn cache_role_restriction(c: &FileCache, index: usize) -> Result<Option<Vec<Role>>, ConfigError> {
+    match &c.roles {
+        None => Ok(None),
+        Some(list) => crate::auth::users::parse_roles(&list.join(","))
+            .map(Some)
+            .map_err(|e| err(&format!("cache[{index}].roles"), e)),
+    }
 }
 
 fn cache_def(c: FileCache, index: usize) -> Result<CacheDef, ConfigError> {
@@ -296,7 +383,11 @@ impl Config {
             .unwrap_or_else(|| "info".to_string());
 
         let mut caches = builtin_caches();
+        let mut cache_roles = HashMap::new();
         for (i, c) in file.caches.into_iter().enumerate() {
+            if let Some(roles) = cache_role_restriction(&c, i)? {
+                cache_roles.insert(c.name.clone(), roles);
+            }
             let def = cache_def(c, i)?;
             if caches.iter().any(|d| d.name == def.name) {
                 return Err(err(
@@ -305,6 +396,49 @@ impl Config {
                 ));
             }
             caches.push(def);
+        }
+        let credentials_file = cli.credentials_file.clone().or(file.credentials_file);
+        let auth_realm = cli
+            .auth_realm
+            .clone()
+            .or(file.auth_realm)
+            .unwrap_or_else(|| "default".to_string());
+        if auth_realm.is_empty() || auth_realm.contains(|c: char| c.is_whitespace() || c == '"') {
+            return Err(err(
+                "auth_realm",
+                format!("'{auth_realm}' must be non-empty, without whitespace or '\"'"),
+            ));
+        }
+        let auth_server_name = cli
+            .auth_server_name
+            .clone()
+            .or(file.auth_server_name)
+            .unwrap_or_else(|| "infinispan".to_string());
+        let auth_mechanisms = match &cli.auth_mechanisms {
+            Some(s) => Some(
+                s.split(',')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+            None => file.auth_mechanisms,
+        };
+        if let Some(list) = &auth_mechanisms {
+            if list.is_empty() {
+                return Err(err("auth_mechanisms", "the list is empty"));
+            }
+            if let Some(bad) = list
+                .iter()
+                .find(|m| !crate::auth::MECHANISMS.contains(&m.as_str()))
+            {
+                return Err(err(
+                    "auth_mechanisms",
+                    format!(
+                        "unknown SASL mechanism '{bad}' (known: {})",
+                        crate::auth::MECHANISMS.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(Config {
             listen,
@@ -319,6 +453,11 @@ impl Config {
             max_batch_ops: max_batch_ops as usize,
             log,
             caches,
+            credentials_file,
+            auth_realm,
+            auth_server_name,
+            auth_mechanisms,
+            cache_roles,
         })
     }
 }
