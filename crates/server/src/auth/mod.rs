@@ -429,3 +429,88 @@ impl std::fmt::Debug for Authenticator {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use users::User;
+
+    fn authenticator() -> Authenticator {
+        let mut users = Users::default();
+        let u = User {
+            name: "CN=client".into(),
+            roles: vec![Role::Application],
+            scram: Default::default(),
+            digest: Default::default(),
+        };
+        users.users.insert(u.name.clone(), u);
+        Authenticator::new(
+            users,
+            "default".into(),
+            "infinispan".into(),
+            None,
+            HashMap::new(),
+        )
+        .unwrap()
+    }
+
+    fn header() -> RequestHeader {
+        RequestHeader::new(31, op::AUTH, 7, "")
+    }
+
+    fn mechs(r: &Response) -> Vec<String> {
+        match &r.body {
+            ResponseBody::AuthMechs(m) => m.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn external_uses_the_peer_identity_and_is_offered_only_with_one() {
+        let a = authenticator();
+        let mut s = Session::default();
+        assert!(!mechs(&a.mech_list(&s, &header())).contains(&"EXTERNAL".to_string()));
+        let r = a.auth(&mut s, &header(), "EXTERNAL", b"", 1);
+        assert_eq!(r.header.status, status::SERVER_ERROR);
+        assert!(s.identity.is_none());
+
+        s.peer_identity = Some("CN=client".into());
+        assert!(mechs(&a.mech_list(&s, &header())).contains(&"EXTERNAL".to_string()));
+        let r = a.auth(&mut s, &header(), "EXTERNAL", b"CN=other", 1);
+        assert_eq!(
+            r.header.status,
+            status::SERVER_ERROR,
+            "may not act as another"
+        );
+        let r = a.auth(&mut s, &header(), "EXTERNAL", b"", 1);
+        assert_eq!(
+            r.body,
+            ResponseBody::Auth {
+                complete: true,
+                challenge: Bytes::new()
+            }
+        );
+        assert_eq!(s.identity.as_ref().unwrap().roles, vec![Role::Application]);
+
+        let mut stranger = Session {
+            peer_identity: Some("CN=stranger".into()),
+            ..Default::default()
+        };
+        let r = a.auth(&mut stranger, &header(), "EXTERNAL", b"", 1);
+        assert_eq!(
+            r.header.status,
+            status::SERVER_ERROR,
+            "no entry for that identity"
+        );
+        assert!(stranger.identity.is_none());
+    }
+
+    #[test]
+    fn a_user_known_only_by_certificate_cannot_use_passwords() {
+        let a = authenticator();
+        let mut s = Session::default();
+        let r = a.auth(&mut s, &header(), "PLAIN", b"\0CN=client\0", 1);
+        assert_eq!(r.header.status, status::SERVER_ERROR);
+        assert!(s.identity.is_none());
+    }
+}
