@@ -106,6 +106,16 @@ public final class Targets {
 
    /** A new, not yet started target of the given kind, with its own port and empty data. */
    public static TargetProcess create(String kind, String label) {
+      return create(kind, label, List.of());
+   }
+
+   /** The ferrod binary the harness runs (FERROD_BIN, default target/debug/ferrod). */
+   public static Path ferrodBin() {
+      return Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
+   }
+
+   /** As {@link #create(String, String)}, with extra command-line arguments for ferrod. */
+   public static TargetProcess create(String kind, String label, List<String> ferrodArgs) {
       int port = freePort();
       Path work;
       try {
@@ -131,7 +141,7 @@ public final class Targets {
                   Duration.ofSeconds(300), cleanup);
          }
          case FERROD: {
-            Path bin = Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
+            Path bin = ferrodBin();
             if (!Files.isExecutable(bin)) {
                throw new IllegalStateException("ferrod binary not found at " + bin
                      + " (build it with `cargo build -p ferrod` or set FERROD_BIN)");
@@ -145,6 +155,7 @@ public final class Targets {
             String db = setting("FERROD_DATABASE_URL", "sqlite://" + work.resolve("ferrod.db"));
             List<String> cmd = TargetProcess.list(bin.toString(), "--listen", "127.0.0.1:" + port,
                   "--database-url", db, "--config", toml.toString());
+            cmd.addAll(ferrodArgs);
             Map<String, String> env = new HashMap<>();
             // keep the child's configuration to what the command line says
             env.put("FERROD_LOG", setting("FERROD_LOG", "info"));
