@@ -100,6 +100,8 @@ class Server {
     this.dir = undefined;
     this.logFile = undefined;
     this.starts = 0;
+    /** Extra command-line arguments for ferrod (e.g. a credentials file). */
+    this.ferrodArgs = [];
   }
 
   get address() {
@@ -116,7 +118,7 @@ class Server {
       return {
         cmd: bin,
         args: ['--listen', `127.0.0.1:${this.port}`, '--database-url', dbUrl,
-          '--config', path.join(this.dir, 'ferrod.toml')],
+          '--config', path.join(this.dir, 'ferrod.toml'), ...this.ferrodArgs],
         readyLine: null,
       };
     }
