@@ -314,10 +314,13 @@ impl Authenticator {
         if !authzid.is_empty() && authzid != user {
             return Err(Refused(format!("'{user}' may not act as '{authzid}'")));
         }
-        let u = self
-            .users
-            .get(user)
-            .ok_or_else(|| Refused(format!("unknown user '{user}'")))?;
+        let Some(u) = self.users.get(user) else {
+            // Spend the same work as a real check, so timing does not tell unknown users apart.
+            let _ = self
+                .fake_scram(HashAlg::Sha512, user)
+                .verify(HashAlg::Sha512, password);
+            return Err(Refused(format!("unknown user '{user}'")));
+        };
         let (h, cred) = u
             .scram
             .iter()
