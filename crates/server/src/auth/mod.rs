@@ -24,7 +24,7 @@ use rand::RngCore;
 use tracing::{debug, info};
 
 use hash::HashAlg;
-use roles::Role;
+use roles::{Permissions, Role};
 use users::{ScramCredential, Users};
 
 /// Mechanisms in the order AUTH_MECH_LIST offers them (strongest first).
@@ -372,6 +372,23 @@ impl Authenticator {
         ) {
             return Ok(());
         }
+        // Operations with no permission of their own (`@@cache@names`) still need a login.
+        let needed = needed.unwrap_or(Permissions::NONE);
+        // Admin tasks address the container, not a cache: only the user's own roles count.
+        let admin_task = matches!(request, Request::Exec { task, .. } if task.starts_with("@@"));
+        self.permits(session, header, needed, admin_task)
+    }
+
+    /// Whether the connection's user holds `needed` on the cache `header` addresses (or, for
+    /// `container`, on the cache container). For commands whose permission depends on their
+    /// content (an Ickle DELETE needs BULK_WRITE on top of the query's BULK_READ).
+    pub fn permits(
+        &self,
+        session: &Session,
+        header: &RequestHeader,
+        needed: Permissions,
+        container: bool,
+    ) -> Result<(), Box<Response>> {
         let Some(identity) = &session.identity else {
             return Err(Box::new(Response::error(
                 header.message_id,
@@ -382,13 +399,8 @@ impl Authenticator {
                 ),
             )));
         };
-        let Some(needed) = needed else {
-            return Ok(());
-        };
-        // Admin tasks address the container, not a cache: only the user's own roles count.
-        let admin_task = matches!(request, Request::Exec { task, .. } if task.starts_with("@@"));
         let cache = crate::context::cache_name(header);
-        let granted = match self.cache_roles.get(cache).filter(|_| !admin_task) {
+        let granted = match self.cache_roles.get(cache).filter(|_| !container) {
             Some(allowed) => {
                 roles::permissions_of(identity.roles.iter().filter(|r| allowed.contains(r)))
             }
@@ -397,7 +409,7 @@ impl Authenticator {
         if granted.implies(needed) {
             return Ok(());
         }
-        let target = if admin_task {
+        let target = if container {
             "the cache container".to_string()
         } else {
             format!("cache '{cache}'")
