@@ -515,6 +515,27 @@ mod tests {
         .unwrap();
         let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
         assert_eq!(e.key, "cache[0].key_media_type");
+        std::fs::write(
+            &p,
+            "[[cache]]\nname = \"x\"\nroles = [\"admin\", \"wizard\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
+        assert_eq!(e.key, "cache[0].roles");
+        assert!(e.problem.contains("wizard"), "{}", e.problem);
+        std::fs::write(&p, "auth_mechanisms = [\"SCRAM-SHA-512\", \"CRAM-MD5\"]\n").unwrap();
+        let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
+        assert_eq!(e.key, "auth_mechanisms");
+        assert!(e.problem.contains("CRAM-MD5"), "{}", e.problem);
+        let c = Config::load(&cli(&["--auth-mechanisms", "PLAIN, SCRAM-SHA-256"])).unwrap();
+        assert_eq!(
+            c.auth_mechanisms,
+            Some(vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()])
+        );
+        assert!(
+            c.credentials_file.is_none(),
+            "authentication is off by default"
+        );
         std::fs::write(&p, "lisen = \"1.2.3.4:5\"\n").unwrap();
         let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
         assert!(e.problem.contains("lisen"), "{}", e.problem);
