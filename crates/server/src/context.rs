@@ -44,6 +44,7 @@ pub const SERVED_OPERATIONS: &[u8] = &[
     op::GET_WITH_METADATA,
     op::BULK_GET_KEYS,
     op::AUTH_MECH_LIST,
+    op::AUTH,
     op::SIZE,
     op::EXEC,
     op::PUT_ALL,
