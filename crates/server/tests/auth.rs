@@ -17,16 +17,21 @@ use ferrod_codec::{status, Request, Response, ResponseBody};
 const PASSWORD: &str = "pencil-😀-ü";
 
 /// A credentials file with one user per role (named after the role) plus `nobody` (no roles).
+/// Deriving the hashes is deliberately slow, so the text is made once per test binary.
 fn credentials(dir: &Path) -> PathBuf {
-    let mut users = Users::default();
-    for role in Role::ALL {
-        let u = User::with_password(role.name(), vec![role], PASSWORD, "default", 4096);
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        let mut users = Users::default();
+        for role in Role::ALL {
+            let u = User::with_password(role.name(), vec![role], PASSWORD, "default", 4096);
+            users.users.insert(u.name.clone(), u);
+        }
+        let u = User::with_password("nobody", vec![], PASSWORD, "default", 4096);
         users.users.insert(u.name.clone(), u);
-    }
-    let u = User::with_password("nobody", vec![], PASSWORD, "default", 4096);
-    users.users.insert(u.name.clone(), u);
+        users.render()
+    });
     let path = dir.join("users.txt");
-    users.save(&path).unwrap();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
