@@ -1,6 +1,7 @@
 //! Configuration: every key can come from the TOML file, an environment variable or a flag
 //! (flag > environment > file > default). A bad value stops startup with a message naming the key.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 
 use ferrod_store::CacheDef;
 
+use crate::auth::roles::Role;
 use crate::tls::{ClientAuth, SniEntry, TlsMode, TlsSettings};
 
 /// Name the default cache (requests with an empty cache name) is stored under.
@@ -88,6 +90,67 @@ pub struct Cli {
     /// false [default: true].
     #[arg(long, env = "FERROD_REST")]
     pub rest: Option<String>,
+    /// Credentials file (`ferrod user add` writes it). Setting it turns authentication on:
+    /// clients must authenticate (SASL) before any operation but PING [default: none, no auth].
+    #[arg(long, env = "FERROD_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// SASL realm offered by DIGEST mechanisms [default: default].
+    #[arg(long, env = "FERROD_AUTH_REALM")]
+    pub auth_realm: Option<String>,
+    /// SASL server name; DIGEST clients must use digest-uri hotrod/<name> [default: infinispan].
+    #[arg(long, env = "FERROD_AUTH_SERVER_NAME")]
+    pub auth_server_name: Option<String>,
+    /// Comma-separated SASL mechanisms to offer [default: all: SCRAM-SHA-512/384/256/1,
+    /// DIGEST-SHA-512/384/256, DIGEST-SHA, DIGEST-MD5, PLAIN, EXTERNAL].
+    #[arg(long, env = "FERROD_AUTH_MECHANISMS")]
+    pub auth_mechanisms: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage the users of the credentials file.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Add a user, or replace its password and roles.
+    Add {
+        name: String,
+        /// The password; read from the first line of standard input when omitted.
+        #[arg(long)]
+        password: Option<String>,
+        /// Roles: admin, deployer, application, observer, monitor (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Realm the DIGEST hashes are bound to [default: the configured auth_realm].
+        #[arg(long)]
+        realm: Option<String>,
+        /// SCRAM iteration count, 4096..=32768 [default: 4096].
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// List users and their roles.
+    List {
+        /// Credentials file [default: the configured credentials_file].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +176,10 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     tls_reload_interval_ms: Option<u64>,
     rest: Option<bool>,
+    credentials_file: Option<PathBuf>,
+    auth_realm: Option<String>,
+    auth_server_name: Option<String>,
+    auth_mechanisms: Option<Vec<String>>,
     #[serde(default, rename = "cache")]
     caches: Vec<FileCache>,
 }
@@ -133,6 +200,8 @@ struct FileCache {
     value_media_type: Option<String>,
     lifespan_ms: Option<i64>,
     max_idle_ms: Option<i64>,
+    /// With authentication on: only these roles may use the cache.
+    roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +222,14 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Whether HTTP requests on the port are served (REST health and cross-site endpoints).
     pub rest: bool,
+    /// Set = authentication on (see `auth`).
+    pub credentials_file: Option<PathBuf>,
+    pub auth_realm: String,
+    pub auth_server_name: String,
+    /// `None` = every mechanism.
+    pub auth_mechanisms: Option<Vec<String>>,
+    /// Per-cache role restrictions (`[[cache]] roles = [...]`).
+    pub cache_roles: HashMap<String, Vec<Role>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +272,15 @@ pub fn media_type_is_known(name: &str) -> bool {
     // type/subtype with non-empty parts; parameters are not part of a cache's storage type.
     let mut parts = n.splitn(2, '/');
     matches!((parts.next(), parts.next()), (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && !b.contains('/') && !n.contains(char::is_whitespace))
+}
+
+fn cache_role_restriction(c: &FileCache, index: usize) -> Result<Option<Vec<Role>>, ConfigError> {
+    match &c.roles {
+        None => Ok(None),
+        Some(list) => crate::auth::users::parse_roles(&list.join(","))
+            .map(Some)
+            .map_err(|e| err(&format!("cache[{index}].roles"), e)),
+    }
 }
 
 fn cache_def(c: FileCache, index: usize) -> Result<CacheDef, ConfigError> {
@@ -357,7 +443,11 @@ impl Config {
         };
 
         let mut caches = builtin_caches();
+        let mut cache_roles = HashMap::new();
         for (i, c) in file.caches.into_iter().enumerate() {
+            if let Some(roles) = cache_role_restriction(&c, i)? {
+                cache_roles.insert(c.name.clone(), roles);
+            }
             let def = cache_def(c, i)?;
             if caches.iter().any(|d| d.name == def.name) {
                 return Err(err(
@@ -366,6 +456,49 @@ impl Config {
                 ));
             }
             caches.push(def);
+        }
+        let credentials_file = cli.credentials_file.clone().or(file.credentials_file);
+        let auth_realm = cli
+            .auth_realm
+            .clone()
+            .or(file.auth_realm)
+            .unwrap_or_else(|| "default".to_string());
+        if auth_realm.is_empty() || auth_realm.contains(|c: char| c.is_whitespace() || c == '"') {
+            return Err(err(
+                "auth_realm",
+                format!("'{auth_realm}' must be non-empty, without whitespace or '\"'"),
+            ));
+        }
+        let auth_server_name = cli
+            .auth_server_name
+            .clone()
+            .or(file.auth_server_name)
+            .unwrap_or_else(|| "infinispan".to_string());
+        let auth_mechanisms = match &cli.auth_mechanisms {
+            Some(s) => Some(
+                s.split(',')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+            None => file.auth_mechanisms,
+        };
+        if let Some(list) = &auth_mechanisms {
+            if list.is_empty() {
+                return Err(err("auth_mechanisms", "the list is empty"));
+            }
+            if let Some(bad) = list
+                .iter()
+                .find(|m| !crate::auth::MECHANISMS.contains(&m.as_str()))
+            {
+                return Err(err(
+                    "auth_mechanisms",
+                    format!(
+                        "unknown SASL mechanism '{bad}' (known: {})",
+                        crate::auth::MECHANISMS.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(Config {
             listen,
@@ -382,6 +515,11 @@ impl Config {
             caches,
             tls,
             rest,
+            credentials_file,
+            auth_realm,
+            auth_server_name,
+            auth_mechanisms,
+            cache_roles,
         })
     }
 }
@@ -590,6 +728,27 @@ mod tests {
         .unwrap();
         let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
         assert_eq!(e.key, "cache[0].key_media_type");
+        std::fs::write(
+            &p,
+            "[[cache]]\nname = \"x\"\nroles = [\"admin\", \"wizard\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
+        assert_eq!(e.key, "cache[0].roles");
+        assert!(e.problem.contains("wizard"), "{}", e.problem);
+        std::fs::write(&p, "auth_mechanisms = [\"SCRAM-SHA-512\", \"CRAM-MD5\"]\n").unwrap();
+        let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
+        assert_eq!(e.key, "auth_mechanisms");
+        assert!(e.problem.contains("CRAM-MD5"), "{}", e.problem);
+        let c = Config::load(&cli(&["--auth-mechanisms", "PLAIN, SCRAM-SHA-256"])).unwrap();
+        assert_eq!(
+            c.auth_mechanisms,
+            Some(vec!["PLAIN".to_string(), "SCRAM-SHA-256".to_string()])
+        );
+        assert!(
+            c.credentials_file.is_none(),
+            "authentication is off by default"
+        );
         std::fs::write(&p, "lisen = \"1.2.3.4:5\"\n").unwrap();
         let e = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
         assert!(e.problem.contains("lisen"), "{}", e.problem);

@@ -91,7 +91,11 @@ pub async fn serve<S>(
             events: event_tx,
             overflow: overflow.clone(),
         }),
-        peer_identity,
+        auth: crate::auth::Session::with_peer_identity(
+            peer_identity
+                .as_ref()
+                .map(crate::tls::PeerIdentity::user_name),
+        ),
         ..Default::default()
     };
     let mut writes = FuturesUnordered::new();

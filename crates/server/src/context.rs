@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ferrod_codec::{flags, op, status, version, RequestHeader, Response};
 use ferrod_store::{Cache, Store};
 
+use crate::auth::Authenticator;
 use crate::config::{Config, DEFAULT_CACHE_NAME};
 use crate::listeners::ListenerRegistry;
 
@@ -17,6 +18,8 @@ pub struct ServerContext {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub listeners: Arc<ListenerRegistry>,
+    /// SASL and authorization; `None` when no credentials file is configured (no auth).
+    pub auth: Option<Arc<Authenticator>>,
     next_connection_id: AtomicU64,
 }
 
@@ -41,6 +44,7 @@ pub const SERVED_OPERATIONS: &[u8] = &[
     op::GET_WITH_METADATA,
     op::BULK_GET_KEYS,
     op::AUTH_MECH_LIST,
+    op::AUTH,
     op::SIZE,
     op::EXEC,
     op::PUT_ALL,
@@ -69,8 +73,14 @@ impl ServerContext {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             listeners: Arc::new(ListenerRegistry::default()),
+            auth: None,
             next_connection_id: AtomicU64::new(1),
         }
+    }
+
+    pub fn with_auth(mut self, auth: Option<Authenticator>) -> Self {
+        self.auth = auth.map(Arc::new);
+        self
     }
 
     /// The cache a request addresses; the empty name is the default cache. A missing cache gets

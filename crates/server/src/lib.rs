@@ -1,5 +1,6 @@
 //! The `ferrod` server: configuration, accept loop, per-connection request loop and the commands.
 
+pub mod auth;
 pub mod cache_config;
 pub mod cmd;
 pub mod config;
@@ -36,6 +37,16 @@ pub async fn run(
     store_config.max_batch_ops = config.max_batch_ops;
     store_config.busy_timeout = config.database_busy_timeout;
     store_config.writer_lanes = config.writer_lanes;
+    // A bad credentials file stops startup before anything else happens.
+    let auth = auth::Authenticator::from_config(&config)?;
+    match &auth {
+        Some(a) => info!(
+            "authentication on: {} users, mechanisms {}",
+            a.user_count(),
+            a.mechanisms.join(", ")
+        ),
+        None => info!("authentication off: no credentials_file configured"),
+    }
     tokio::pin!(shutdown);
     let mut backoff = std::time::Duration::from_millis(250);
     let store = loop {
@@ -79,7 +90,7 @@ pub async fn run(
         tls,
         rest: config.rest,
     });
-    let ctx = Arc::new(ServerContext::new(store.clone(), config));
+    let ctx = Arc::new(ServerContext::new(store.clone(), config).with_auth(auth));
     let dispatcher = tokio::spawn(listeners::dispatch(store.clone(), ctx.listeners.clone()));
     server::run(ctx, transport, listener, shutdown).await;
     store.shutdown().await;

@@ -1,10 +1,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use ferrod::config::Command;
 use ferrod::{Cli, Config};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -12,6 +13,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::User { action }) = cli.command.take() {
+        return match ferrod::auth::user_cmd::run(action, &config) {
+            Ok(msg) => {
+                if !msg.is_empty() {
+                    println!("{msg}");
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrod: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

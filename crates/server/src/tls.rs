@@ -360,6 +360,17 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
+    /// The user this certificate authenticates as with SASL EXTERNAL: the subject's common name
+    /// (as Infinispan's usual `common-name-principal-transformer` maps it), or the whole subject
+    /// DN when it has no CN. Its roles are those of the user of that name in the credentials file.
+    pub fn user_name(&self) -> String {
+        self.subject
+            .split(',')
+            .find_map(|rdn| rdn.strip_prefix("CN="))
+            .map(str::to_string)
+            .unwrap_or_else(|| self.subject.clone())
+    }
+
     /// Reads the end-entity certificate the handshake verified. `None` if it cannot be parsed
     /// (rustls already verified it, so this does not happen with a real certificate).
     pub fn from_certificate(der: &[u8]) -> Option<PeerIdentity> {

@@ -102,6 +102,8 @@ class Server {
     this.dir = undefined;
     this.logFile = undefined;
     this.starts = 0;
+    /** Extra command-line arguments for ferrod (e.g. a credentials file). */
+    this.ferrodArgs = [];
   }
 
   get address() {

@@ -44,10 +44,10 @@ pub struct ConnectionState {
     /// Where listener events for this connection go; `None` only in tests without listeners.
     pub event_sink: Option<crate::listeners::EventSink>,
     pub listener_count: usize,
-    /// The client certificate's identity when the connection is TLS with a verified client
-    /// certificate (see `tls::PeerIdentity`); `None` for plain connections and TLS without one.
-    /// SASL EXTERNAL authenticates as this identity.
-    pub peer_identity: Option<crate::tls::PeerIdentity>,
+    /// SASL exchange and authenticated identity. Its `peer_identity` is the verified TLS client
+    /// certificate's user name (`tls::PeerIdentity::user_name`), which SASL EXTERNAL authenticates
+    /// as; `None` for plain connections and TLS without a client certificate.
+    pub auth: crate::auth::Session,
 }
 
 /// Whether a request must first see every earlier write of its connection committed. Writes are
@@ -82,6 +82,11 @@ pub fn dispatch(
     frame: RequestFrame,
 ) -> Action {
     let RequestFrame { header, request } = frame;
+    if let Some(auth) = &ctx.auth {
+        if let Err(refused) = auth.check(&state.auth, &header, &request) {
+            return Action::Respond(*refused);
+        }
+    }
     match request {
         Request::Ping => Action::Respond(ping::ping(ctx, &header)),
         Request::Get { key } => respond(keyed::get(ctx, &header, &key)),
@@ -117,17 +122,32 @@ pub fn dispatch(
         Request::Size => respond(admin::size(ctx, &header)),
         Request::Stats => respond(admin::stats(ctx, &header)),
         Request::Exec { task, params } => admin::exec(ctx, header, task, params),
-        Request::AuthMechList => Action::Respond(Response::new(
-            header.message_id,
-            op::AUTH_MECH_LIST,
-            status::SUCCESS,
-            ResponseBody::AuthMechs(Vec::new()),
-        )),
-        Request::Auth { .. } => Action::Respond(Response::error(
-            header.message_id,
-            status::SERVER_ERROR,
-            "authentication is not enabled on this server",
-        )),
+        Request::AuthMechList => Action::Respond(match &ctx.auth {
+            Some(auth) => auth.mech_list(&state.auth, &header),
+            None => Response::new(
+                header.message_id,
+                op::AUTH_MECH_LIST,
+                status::SUCCESS,
+                ResponseBody::AuthMechs(Vec::new()),
+            ),
+        }),
+        Request::Auth {
+            mechanism,
+            response,
+        } => Action::Respond(match &ctx.auth {
+            Some(auth) => auth.auth(
+                &mut state.auth,
+                &header,
+                &mechanism,
+                &response,
+                state.connection_id,
+            ),
+            None => Response::error(
+                header.message_id,
+                status::SERVER_ERROR,
+                "authentication is not enabled on this server",
+            ),
+        }),
         Request::BulkGet { count } => respond(bulk::bulk_get(ctx, &header, count)),
         Request::BulkGetKeys { .. } => respond(bulk::bulk_get_keys(ctx, &header)),
         Request::GetAll { keys } => respond(bulk::get_all(ctx, &header, &keys)),

@@ -50,7 +50,7 @@ public abstract class HotRodTestBase {
       TargetProcess t = targets.get(kind);
       if (t == null) {
          try {
-            t = Targets.create(kind, getClass().getSimpleName());
+            t = Targets.create(kind, getClass().getSimpleName(), ferrodArgs());
             t.start();
          } catch (RuntimeException e) {
             startFailures.put(kind, e);
@@ -68,6 +68,11 @@ public abstract class HotRodTestBase {
          }
       }
       return t;
+   }
+
+   /** Extra command-line arguments for ferrod targets of this class (e.g. a credentials file). */
+   protected java.util.List<String> ferrodArgs() {
+      return java.util.List.of();
    }
 
    protected TargetProcess target(Case c) {

@@ -104,6 +104,11 @@ public final class Targets {
       }
    }
 
+   /** The ferrod binary the harness runs (FERROD_BIN, default target/debug/ferrod). */
+   public static Path ferrodBin() {
+      return Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
+   }
+
    /** A new, not yet started target of the given kind, with its own port and empty data. */
    public static TargetProcess create(String kind, String label) {
       return create(kind, label, List.of());
@@ -143,7 +148,7 @@ public final class Targets {
                   Duration.ofSeconds(300), cleanup);
          }
          case FERROD: {
-            Path bin = Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
+            Path bin = ferrodBin();
             if (!Files.isExecutable(bin)) {
                throw new IllegalStateException("ferrod binary not found at " + bin
                      + " (build it with `cargo build -p ferrod` or set FERROD_BIN)");
