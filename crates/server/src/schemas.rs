@@ -340,3 +340,93 @@ pub async fn follow(state: Arc<SchemaState>, store: Store) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrod_store::StoreConfig;
+
+    const FOREVER: Expiration = Expiration {
+        lifespan: Expiry::Infinite,
+        max_idle: Expiry::Infinite,
+    };
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        let mut cfg = StoreConfig::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrod.db").display()
+        ));
+        cfg.caches = crate::config::builtin_caches();
+        Store::open(cfg).await.expect("store")
+    }
+
+    /// Polls (bounded) until `f` holds for the current snapshot.
+    async fn eventually(state: &SchemaState, what: &str, f: impl Fn(&Schemas) -> bool) {
+        for _ in 0..200 {
+            if f(&state.schemas()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the registry never got to: {what}");
+    }
+
+    #[tokio::test]
+    async fn follows_writes_that_bypass_the_command_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let cache = store
+            .cache(PROTOBUF_METADATA_CACHE_NAME)
+            .expect("built-in cache");
+        let state = Arc::new(SchemaState::default());
+        let follower = tokio::spawn(follow(state.clone(), store.clone()));
+
+        // A write the registry only learns of from the change feed.
+        cache
+            .put(
+                TextEncoding::Wrapped.encode("f.proto"),
+                TextEncoding::Wrapped.encode("package f; message F {}"),
+                FOREVER,
+            )
+            .await
+            .unwrap();
+        eventually(&state, "f.F registered", |s| s.message("f.F").is_some()).await;
+        // Text keys and values are read too; other keys are ignored.
+        cache
+            .put(
+                TextEncoding::Plain.encode("g.proto"),
+                TextEncoding::Plain
+                    .encode("import \"f.proto\"; package g; message G { optional f.F f = 1; }"),
+                FOREVER,
+            )
+            .await
+            .unwrap();
+        eventually(&state, "g.G registered", |s| s.message("g.G").is_some()).await;
+
+        // CLEAR sends no per-key change: the periodic check catches it.
+        cache.clear().await.unwrap();
+        eventually(&state, "everything unregistered", |s| {
+            s.message("f.F").is_none() && s.message("g.G").is_none()
+        })
+        .await;
+        assert!(state
+            .schemas()
+            .message(ferrod_query::schema::WRAPPED_MESSAGE)
+            .is_some());
+        follower.abort();
+        store.shutdown().await;
+    }
+
+    #[test]
+    fn text_decoding() {
+        assert_eq!(
+            decode_text(&[0x4A, 0x03, b'a', b'b', b'c']),
+            Some(("abc".into(), TextEncoding::Wrapped))
+        );
+        assert_eq!(
+            decode_text(b"abc"),
+            Some(("abc".into(), TextEncoding::Plain))
+        );
+        assert_eq!(decode_text(&[0xFF]), None);
+    }
+}
