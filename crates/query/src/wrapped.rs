@@ -362,6 +362,34 @@ fn put_type(out: &mut Vec<u8>, full_name: &str, schemas: &Schemas) {
 }
 
 impl WrappedValue {
+    /// A field value as the Java server wraps it in a projection: ProtoStream unmarshals a field
+    /// to its Java type and wraps that, so every 32-bit integer kind travels as an `Integer`
+    /// (field 5), every 64-bit one as a `Long` (field 3), `bytes` as `byte[]`. Lists and maps
+    /// have no single wrapped form (`None`).
+    pub fn from_field(
+        value: &prost_reflect::Value,
+        kind: &prost_reflect::Kind,
+    ) -> Option<WrappedValue> {
+        use prost_reflect::{Kind, Value};
+        Some(match (value, kind) {
+            (Value::Bool(v), _) => WrappedValue::Bool(*v),
+            (Value::I32(v), _) => WrappedValue::Int32(*v),
+            (Value::U32(v), _) => WrappedValue::Int32(*v as i32),
+            (Value::I64(v), _) => WrappedValue::Int64(*v),
+            (Value::U64(v), _) => WrappedValue::Int64(*v as i64),
+            (Value::F32(v), _) => WrappedValue::Float(*v),
+            (Value::F64(v), _) => WrappedValue::Double(*v),
+            (Value::String(v), _) => WrappedValue::String(v.clone()),
+            (Value::Bytes(v), _) => WrappedValue::Bytes(v.clone()),
+            (Value::EnumNumber(n), Kind::Enum(descriptor)) => WrappedValue::Enum {
+                descriptor: descriptor.clone(),
+                number: *n,
+            },
+            (Value::Message(m), _) => WrappedValue::Message(m.clone()),
+            _ => return None,
+        })
+    }
+
     /// The WrappedMessage bytes of this value. `schemas` supplies the `@TypeId` of messages and
     /// enums (types without one are written by full name).
     pub fn encode(&self, schemas: &Schemas) -> Vec<u8> {

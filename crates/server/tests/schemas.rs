@@ -354,3 +354,57 @@ async fn registry_follows_other_replicas() {
     assert_eq!(get_w(&mut c, "top.proto.errors").await, None);
     drop(db);
 }
+
+#[tokio::test]
+async fn put_all_and_remove_with_version_keep_the_registry_in_step() {
+    let server = Server::start().await;
+    let mut c = metadata_client(&server).await;
+    // Both files in one PUT_ALL: the importer resolves although it comes first by key order.
+    let r = c
+        .req(Request::PutAll {
+            expiration: EXP_DEFAULT,
+            entries: vec![
+                (
+                    w("a-user.proto"),
+                    w("import \"z-base.proto\";\npackage u;\nmessage U { optional b.B b = 1; }\n"),
+                ),
+                (w("z-base.proto"), w("package b;\nmessage B {}\n")),
+            ],
+        })
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_eq!(get_w(&mut c, ".errors").await, None);
+
+    // REMOVE_IF_UNMODIFIED of the imported file: its importer now fails.
+    let r = c
+        .req(Request::GetWithMetadata {
+            key: w("z-base.proto"),
+        })
+        .await;
+    let version = match r.body {
+        ResponseBody::WithMetadata { metadata, .. } => metadata.version,
+        other => panic!("{other:?}"),
+    };
+    let r = c
+        .req(Request::RemoveIfUnmodified {
+            key: w("z-base.proto"),
+            version,
+        })
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_eq!(
+        get_w(&mut c, "a-user.proto.errors").await.as_deref(),
+        Some("Import 'z-base.proto' not found")
+    );
+    // REPLACE brings it back.
+    let r = c
+        .req(Request::Replace {
+            key: w("a-user.proto"),
+            expiration: EXP_DEFAULT,
+            value: w("package u;\nmessage U {}\n"),
+        })
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_eq!(get_w(&mut c, ".errors").await, None);
+    assert_eq!(get_w(&mut c, "a-user.proto.errors").await, None);
+}

@@ -122,6 +122,30 @@ fn message_by_name_and_enum() {
 }
 
 #[test]
+fn projections_wrap_the_java_type() {
+    let s = keycloak();
+    let desc = s.message("keycloak.RemoteUserSessionEntity").unwrap();
+    let mut m = DynamicMessage::new(desc.clone());
+    m.set_field_by_name("started", Value::I32(7));
+    m.set_field_by_name("realmId", Value::String("r".into()));
+    let field = |n: &str| desc.get_field_by_name(n).unwrap();
+    let started =
+        WrappedValue::from_field(&m.get_field(&field("started")), &field("started").kind());
+    assert_eq!(started.unwrap().encode(&s), [0x28, 0x07]);
+    let realm = WrappedValue::from_field(&m.get_field(&field("realmId")), &field("realmId").kind());
+    assert_eq!(realm.unwrap().encode(&s), encode_string("r"));
+    let state = WrappedValue::from_field(&m.get_field(&field("state")), &field("state").kind());
+    assert!(matches!(state, Some(WrappedValue::Enum { number: 0, .. })));
+    let notes = WrappedValue::from_field(&m.get_field(&field("notes")), &field("notes").kind());
+    assert_eq!(notes, None);
+    // Unsigned 64-bit values are Java longs.
+    assert_eq!(
+        WrappedValue::from_field(&Value::U64(u64::MAX), &prost_reflect::Kind::Uint64),
+        Some(WrappedValue::Int64(-1))
+    );
+}
+
+#[test]
 fn bad_input_is_an_error_not_a_panic() {
     let s = keycloak();
     assert_eq!(
