@@ -83,6 +83,8 @@ impl TypeDescriptor {
 /// An immutable view of the registry after one change.
 #[derive(Debug)]
 pub struct Schemas {
+    /// Grows by one with every change of the registry that produced this snapshot.
+    generation: u64,
     pool: DescriptorPool,
     /// Error message per failing user file.
     errors: BTreeMap<String, String>,
@@ -93,6 +95,12 @@ pub struct Schemas {
 }
 
 impl Schemas {
+    /// Distinguishes snapshots of one registry: a cache of anything derived from the schemas
+    /// (compiled queries, index layouts) is stale once this differs.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Every file that resolved, built-ins included.
     pub fn pool(&self) -> &DescriptorPool {
         &self.pool
@@ -194,6 +202,7 @@ impl SchemaRegistry {
             files: BTreeMap::new(),
             builtin_pool: pool,
             current: Arc::new(Schemas {
+                generation: 0,
                 pool: DescriptorPool::new(),
                 errors: BTreeMap::new(),
                 by_type_id: HashMap::new(),
@@ -272,7 +281,8 @@ impl SchemaRegistry {
             .into_iter()
             .filter_map(|(n, s)| s.err().map(|e| (n.to_string(), e)))
             .collect();
-        self.current = Arc::new(index(resolver.pool, errors));
+        let generation = self.current.generation + 1;
+        self.current = Arc::new(index(generation, resolver.pool, errors));
     }
 }
 
@@ -366,7 +376,7 @@ impl<'a> Resolver<'a> {
 }
 
 /// Builds the lookup tables of a snapshot from the doc comments of every resolved file.
-fn index(pool: DescriptorPool, errors: BTreeMap<String, String>) -> Schemas {
+fn index(generation: u64, pool: DescriptorPool, errors: BTreeMap<String, String>) -> Schemas {
     let mut by_type_id = HashMap::new();
     let mut type_ids = HashMap::new();
     let mut annotations = HashMap::new();
@@ -405,6 +415,7 @@ fn index(pool: DescriptorPool, errors: BTreeMap<String, String>) -> Schemas {
         }
     }
     Schemas {
+        generation,
         pool,
         errors,
         by_type_id,

@@ -88,8 +88,12 @@ fn keycloak_schema_resolves_with_its_index_annotations() {
         );
         // Enums have type ids too (UserSessionModel.State = 65536).
         assert!(matches!(s.type_by_id(65536), Some(TypeDescriptor::Enum(_))));
-        // Same text again: nothing to do.
+        // Same text again: nothing to do, same snapshot.
+        let generation = s.generation();
         assert!(!r.put_file(KC, text));
+        assert_eq!(r.schemas().generation(), generation);
+        assert!(r.remove_file(KC));
+        assert!(r.schemas().generation() > generation);
     }
 }
 
