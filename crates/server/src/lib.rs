@@ -8,6 +8,7 @@ pub mod connection;
 pub mod context;
 pub mod listeners;
 pub mod rest;
+pub mod schemas;
 pub mod server;
 pub mod tls;
 pub mod transport;
@@ -92,9 +93,11 @@ pub async fn run(
     });
     let ctx = Arc::new(ServerContext::new(store.clone(), config).with_auth(auth));
     let dispatcher = tokio::spawn(listeners::dispatch(store.clone(), ctx.listeners.clone()));
+    let schema_follower = tokio::spawn(schemas::follow(ctx.schema_state.clone(), store.clone()));
     server::run(ctx, transport, listener, shutdown).await;
     store.shutdown().await;
     dispatcher.abort();
+    schema_follower.abort();
     if let Some(w) = tls_watch {
         w.abort();
     }
