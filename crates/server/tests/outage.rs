@@ -24,8 +24,9 @@ use common::*;
 use ferrod_codec::{status, Request, ResponseBody};
 use sqlx::Row;
 
-/// A write during a PostgreSQL outage waits for the pool's acquire timeout (30 s) before it fails.
-const WRITE_WAIT: Duration = Duration::from_secs(120);
+/// A write during a PostgreSQL outage waits for the pool's acquire timeout (30 s) before it
+/// fails, and the writer retries a failed BEGIN up to 6 times: up to about 3 minutes today.
+const WRITE_WAIT: Duration = Duration::from_secs(300);
 const WRITERS: usize = 4;
 
 const BEFORE: u8 = 0;
@@ -193,7 +194,7 @@ where
     // reading the existing keys from memory meanwhile.
     let mut reads = 0;
     let mut write_failed = false;
-    let outage_deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let outage_deadline = tokio::time::Instant::now() + WRITE_WAIT;
     while !write_failed {
         assert!(
             tokio::time::Instant::now() < outage_deadline,
