@@ -45,14 +45,27 @@ enum Inbound {
 /// and go on with the next byte that can start a request. Clients rely on this: the npm client
 /// at 2.2/2.5 sends a stray interests byte after every ADD_CLIENT_LISTENER. Any other malformed
 /// frame loses framing and closes the connection.
-struct ConnectionCodec(ServerCodec);
+/// Bytes it consumes count towards STATS `totalBytesRead`.
+struct ConnectionCodec {
+    codec: ServerCodec,
+    ctx: Arc<ServerContext>,
+}
 
 impl Decoder for ConnectionCodec {
     type Item = Inbound;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
-        match self.0.decode(src) {
+        let before = src.len();
+        let item = self.decode_inbound(src);
+        self.ctx.add_read(before - src.len());
+        item
+    }
+}
+
+impl ConnectionCodec {
+    fn decode_inbound(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        match self.codec.decode(src) {
             Ok(frame) => Ok(frame.map(|f| Inbound::Frame(Box::new(f)))),
             Err(CodecError::Frame(e)) if matches!(e.error, DecodeError::InvalidMagic(_)) => {
                 let skip = src
@@ -77,7 +90,10 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let codec = ConnectionCodec(ServerCodec::new(ctx.config.max_frame_bytes));
+    let codec = ConnectionCodec {
+        codec: ServerCodec::new(ctx.config.max_frame_bytes),
+        ctx: ctx.clone(),
+    };
     let mut frames = FramedRead::new(read_half, codec);
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<CacheEvent>(ctx.config.max_listener_queue);

@@ -406,3 +406,82 @@ fn raise_fd_limit(want: u64) {
         lim.rlim_cur
     );
 }
+
+fn stat(stats: &[(String, String)], key: &str) -> u64 {
+    stats
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {stats:?}"))
+}
+
+/// A connection with max_inflight_per_connection writes waiting for their commit stops reading
+/// (memory holds at most that many decoded requests); once they commit it reads on and every
+/// request is answered.
+#[tokio::test]
+async fn a_connection_stops_reading_at_max_inflight_per_connection() {
+    use sqlx::Connection;
+    const FRAME_VALUE: usize = 64 * 1024;
+    let server = Server::start_with(
+        ServerOpts::default()
+            .arg("--max-inflight-per-connection=2")
+            .arg("--database-busy-timeout-ms=60000"),
+    )
+    .await;
+    let mut watcher = server.client().await;
+    let read_before = stat(&watcher.stats().await, "totalBytesRead");
+    // Another SQLite connection holds the write lock: writes wait for it.
+    let url = format!("sqlite://{}", server.db_path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let frames: Vec<RequestFrame> = (0..10)
+        .map(|i| put_frame(500 + i, &format!("inflight-{i}"), FRAME_VALUE))
+        .collect();
+    let mut bytes = BytesMut::new();
+    for f in &frames {
+        bytes.extend_from_slice(&encode(f));
+    }
+    let mut s = server.raw().await;
+    let writer = tokio::spawn(async move {
+        s.write_all(&bytes).await.unwrap();
+        s
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read_blocked = stat(&watcher.stats().await, "totalBytesRead") - read_before;
+    // Two writes in flight, a third decoded and waiting for room, and the watcher's requests.
+    assert!(
+        read_blocked <= 3 * (FRAME_VALUE as u64 + 100) + 1000,
+        "{read_blocked} bytes decoded while 2 writes were waiting"
+    );
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    let mut s = writer.await.unwrap();
+    let mut out = Vec::new();
+    let mut rs = Vec::new();
+    while rs.len() < frames.len() {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(
+            CALL_TIMEOUT,
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .expect("answers after the lock is released")
+        .unwrap();
+        assert!(n > 0, "closed before every answer");
+        out.extend_from_slice(&buf[..n]);
+        rs = decode_all(&out, &frames);
+    }
+    assert!(
+        rs.iter().all(|r| r.header.status == status::SUCCESS),
+        "{rs:?}"
+    );
+    let read_after = stat(&watcher.stats().await, "totalBytesRead") - read_before;
+    assert!(read_after >= 10 * FRAME_VALUE as u64, "{read_after}");
+    assert_eq!(
+        watcher.get("inflight-9").await.map(|v| v.len()),
+        Some(FRAME_VALUE)
+    );
+}
