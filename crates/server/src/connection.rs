@@ -142,10 +142,6 @@ pub async fn serve<S>(
                 warn!(%peer, "closing connection: its listener event queue overflowed");
                 break;
             }
-            _ = idle_end, if may_idle_close => {
-                debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
-                break;
-            }
             Some((resp, version)) = writes.next(), if !writes.is_empty() => {
                 last_activity = tokio::time::Instant::now();
                 if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
@@ -201,6 +197,11 @@ pub async fn serve<S>(
                 }
             },
             _ = quiet, if draining.is_some() && writes.is_empty() => break,
+            // Last: a request that arrived just in time is served, not dropped.
+            _ = idle_end, if may_idle_close => {
+                debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
+                break;
+            }
         }
     }
 
