@@ -20,6 +20,9 @@ cargo build --workspace --all-targets
 step "cargo test (unit, codec properties, store and server integration on SQLite and PostgreSQL)"
 cargo test --workspace -- --test-threads 2
 
+step "fuzzing: 60 s per target (codec request decoder, whole connection); a crash fails the suite"
+./scripts/fuzz.sh "${FERROD_FUZZ_SECONDS:-60}"
+
 export FERROD_BIN="$ROOT/target/debug/ferrod"
 
 step "Java HotRod clients 15.0.x and 16.0.x"

@@ -92,12 +92,20 @@ impl Decoder for ServerCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RequestFrame>, CodecError> {
-        match RequestFrame::parse(src, self.max_frame_len)? {
+        // Only the first `max_frame_len` bytes are looked at: a frame longer than that is
+        // incomplete within them, and refused below once more bytes than that are buffered,
+        // whether its fields are each under the limit or not.
+        let window = &src[..src.len().min(self.max_frame_len)];
+        match RequestFrame::parse(window, self.max_frame_len)? {
             Some((frame, len)) => {
                 src.advance(len);
                 Ok(Some(frame))
             }
             None if src.len() > self.max_frame_len => {
+                // A field that is itself past the limit is the more precise complaint.
+                if let Err(e) = RequestFrame::parse(src, self.max_frame_len) {
+                    return Err(CodecError::Frame(e));
+                }
                 // Echo what the header says, when it got that far.
                 let mut r = Reader::new(src, self.max_frame_len);
                 let (message_id, version) = match r.u8().map(|_| RequestHeader::read(&mut r)) {

@@ -325,6 +325,38 @@ fn buffered_frame_past_the_limit_is_rejected_with_its_id() {
 }
 
 #[test]
+fn whole_frame_one_byte_past_the_limit_is_rejected_even_when_complete() {
+    // The whole frame is in the buffer and each field fits: before the fix the codec accepted
+    // any complete frame, so the frame limit only held for frames that arrived in pieces.
+    let frame = |value_len: usize| {
+        let mut b = header(41, op::PUT, 12);
+        put_bytes(&mut b, b"k");
+        b.put_u8(0x88);
+        put_bytes(&mut b, &vec![7u8; value_len]);
+        b
+    };
+    let base = frame(200).len() - 200;
+    let at = frame(1024 - base);
+    assert_eq!(at.len(), 1024);
+    let mut src = at.clone();
+    assert!(matches!(
+        ServerCodec::new(1024).decode(&mut src),
+        Ok(Some(_))
+    ));
+    assert!(src.is_empty());
+    let over = frame(1025 - base);
+    let mut src = over.clone();
+    match ServerCodec::new(1024).decode(&mut src) {
+        Err(CodecError::Frame(e)) => {
+            assert!(matches!(e.error, DecodeError::TooLarge { .. }), "{e:?}");
+            assert_eq!((e.message_id, e.version), (12, Some(41)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(src.len(), over.len(), "an error consumes nothing");
+}
+
+#[test]
 fn put_stream_total_is_bounded() {
     let mut b = header(26, op::PUT_STREAM, 3);
     put_bytes(&mut b, b"k");

@@ -40,6 +40,21 @@ pub struct Cli {
     /// Largest value accepted, in bytes [default: 67108864].
     #[arg(long, env = "FERROD_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
+    /// Largest key accepted, in bytes (keys are also bounded by max_value_bytes) [default: 65536].
+    #[arg(long, env = "FERROD_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<String>,
+    /// Largest request frame (header, keys, values and metadata together), in bytes; a longer
+    /// frame is answered with an error and the connection closed
+    /// [default: max_value_bytes + max_key_bytes + 65536].
+    #[arg(long, env = "FERROD_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<String>,
+    /// A connection that sends no request for this many seconds, has nothing in flight and no
+    /// client listener is closed; 0 = never [default: 600].
+    #[arg(long, env = "FERROD_IDLE_TIMEOUT_S")]
+    pub idle_timeout_s: Option<String>,
+    /// Iterations (ITERATION_START without END) one connection may hold open [default: 64].
+    #[arg(long, env = "FERROD_MAX_ITERATIONS_PER_CONNECTION")]
+    pub max_iterations_per_connection: Option<String>,
     /// Most client connections served at once [default: 10000].
     #[arg(long, env = "FERROD_MAX_CONNECTIONS")]
     pub max_connections: Option<String>,
@@ -160,6 +175,10 @@ struct FileConfig {
     database_url: Option<String>,
     database_busy_timeout_ms: Option<u64>,
     max_value_bytes: Option<u64>,
+    max_key_bytes: Option<u64>,
+    max_frame_bytes: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max_iterations_per_connection: Option<u64>,
     max_connections: Option<u64>,
     max_inflight_per_connection: Option<u64>,
     max_listener_queue: Option<u64>,
@@ -210,6 +229,12 @@ pub struct Config {
     pub database_url: String,
     pub database_busy_timeout: Duration,
     pub max_value_bytes: usize,
+    pub max_key_bytes: usize,
+    /// Longest request frame the connection's decoder buffers before it gives up.
+    pub max_frame_bytes: usize,
+    /// `None`: connections are never closed for being idle.
+    pub idle_timeout: Option<Duration>,
+    pub max_iterations_per_connection: usize,
     pub max_connections: usize,
     pub max_inflight_per_connection: usize,
     pub max_listener_queue: usize,
@@ -397,6 +422,46 @@ impl Config {
                 format!("{max_value_bytes} exceeds the hard limit of 1 GiB"),
             ));
         }
+        let max_key_bytes = number(
+            "max_key_bytes",
+            &cli.max_key_bytes,
+            file.max_key_bytes,
+            64 * 1024,
+            1,
+        )?;
+        if max_key_bytes > 1 << 30 {
+            return Err(err(
+                "max_key_bytes",
+                format!("{max_key_bytes} exceeds the hard limit of 1 GiB"),
+            ));
+        }
+        let max_frame_bytes = number(
+            "max_frame_bytes",
+            &cli.max_frame_bytes,
+            file.max_frame_bytes,
+            max_value_bytes + max_key_bytes + 64 * 1024,
+            1024,
+        )?;
+        if max_frame_bytes > 3 << 30 {
+            return Err(err(
+                "max_frame_bytes",
+                format!("{max_frame_bytes} exceeds the hard limit of 3 GiB"),
+            ));
+        }
+        let idle_timeout_s = number(
+            "idle_timeout_s",
+            &cli.idle_timeout_s,
+            file.idle_timeout_s,
+            600,
+            0,
+        )?;
+        let max_iterations = number(
+            "max_iterations_per_connection",
+            &cli.max_iterations_per_connection,
+            file.max_iterations_per_connection,
+            64,
+            1,
+        )?;
         let max_connections = number(
             "max_connections",
             &cli.max_connections,
@@ -517,6 +582,10 @@ impl Config {
             database_url,
             database_busy_timeout: Duration::from_millis(busy_timeout),
             max_value_bytes: max_value_bytes as usize,
+            max_key_bytes: max_key_bytes as usize,
+            max_frame_bytes: max_frame_bytes as usize,
+            idle_timeout: (idle_timeout_s > 0).then(|| Duration::from_secs(idle_timeout_s)),
+            max_iterations_per_connection: max_iterations as usize,
             max_connections: max_connections as usize,
             max_inflight_per_connection: max_inflight as usize,
             max_listener_queue: max_listener_queue as usize,
@@ -687,6 +756,50 @@ mod tests {
         let c = Config::load(&cli(&["--database-busy-timeout-ms", "250"])).unwrap();
         assert_eq!(c.database_busy_timeout, Duration::from_millis(250));
         assert_eq!(c.caches[0].name, DEFAULT_CACHE_NAME);
+        assert_eq!(c.max_key_bytes, 64 * 1024);
+        assert_eq!(c.max_frame_bytes, 64 * 1024 * 1024 + 2 * 64 * 1024);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.max_iterations_per_connection, 64);
+    }
+
+    #[test]
+    fn limits_from_flags_and_file() {
+        // The frame limit follows the value and key limits unless set.
+        let c = Config::load(&cli(&[
+            "--max-value-bytes",
+            "1000",
+            "--max-key-bytes",
+            "100",
+        ]))
+        .unwrap();
+        assert_eq!(c.max_frame_bytes, 1000 + 100 + 64 * 1024);
+        let c = Config::load(&cli(&[
+            "--idle-timeout-s",
+            "0",
+            "--max-frame-bytes",
+            "4096",
+        ]))
+        .unwrap();
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_frame_bytes, 4096);
+        let e = Config::load(&cli(&["--max-frame-bytes", "100"])).unwrap_err();
+        assert_eq!(e.key, "max_frame_bytes");
+        let e = Config::load(&cli(&["--max-iterations-per-connection", "0"])).unwrap_err();
+        assert_eq!(e.key, "max_iterations_per_connection");
+        let e = Config::load(&cli(&["--max-key-bytes", "x"])).unwrap_err();
+        assert_eq!(e.key, "max_key_bytes");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(
+            &p,
+            "max_key_bytes = 10\nidle_timeout_s = 5\nmax_iterations_per_connection = 3\nmax_frame_bytes = 2048\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap();
+        assert_eq!(c.max_key_bytes, 10);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.max_iterations_per_connection, 3);
+        assert_eq!(c.max_frame_bytes, 2048);
     }
 
     #[test]

@@ -45,14 +45,27 @@ enum Inbound {
 /// and go on with the next byte that can start a request. Clients rely on this: the npm client
 /// at 2.2/2.5 sends a stray interests byte after every ADD_CLIENT_LISTENER. Any other malformed
 /// frame loses framing and closes the connection.
-struct ConnectionCodec(ServerCodec);
+/// Bytes it consumes count towards STATS `totalBytesRead`.
+struct ConnectionCodec {
+    codec: ServerCodec,
+    ctx: Arc<ServerContext>,
+}
 
 impl Decoder for ConnectionCodec {
     type Item = Inbound;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
-        match self.0.decode(src) {
+        let before = src.len();
+        let item = self.decode_inbound(src);
+        self.ctx.add_read(before - src.len());
+        item
+    }
+}
+
+impl ConnectionCodec {
+    fn decode_inbound(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, CodecError> {
+        match self.codec.decode(src) {
             Ok(frame) => Ok(frame.map(|f| Inbound::Frame(Box::new(f)))),
             Err(CodecError::Frame(e)) if matches!(e.error, DecodeError::InvalidMagic(_)) => {
                 let skip = src
@@ -78,7 +91,10 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let codec = ConnectionCodec(ServerCodec::new(ctx.config.max_value_bytes + 64 * 1024));
+    let codec = ConnectionCodec {
+        codec: ServerCodec::new(ctx.config.max_frame_bytes),
+        ctx: ctx.clone(),
+    };
     let mut frames = FramedRead::new(read_half, codec);
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<CacheEvent>(ctx.config.max_listener_queue);
@@ -103,11 +119,22 @@ pub async fn serve<S>(
     let mut fatal: Option<FrameError> = None;
     // Set once the server shuts down: the hard end of this connection's grace period.
     let mut draining: Option<tokio::time::Instant> = None;
+    // Idle: no complete request and no answer for `idle_timeout`. Half a frame is not activity,
+    // so a client that trickles bytes without ever finishing a request is closed too.
+    let idle_timeout = ctx.config.idle_timeout;
+    let mut last_activity = tokio::time::Instant::now();
 
     loop {
         let quiet = tokio::time::sleep(DRAIN_IDLE);
         let grace_end =
             tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now));
+        let idle_end = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
+        // Listener connections are quiet by nature (Keycloak's sit waiting for events), and a
+        // connection waiting for its writes to commit is not idle.
+        let may_idle_close = idle_timeout.is_some()
+            && writes.is_empty()
+            && state.listener_count == 0
+            && draining.is_none();
         tokio::select! {
             biased;
             _ = shutdown.recv(), if draining.is_none() => {
@@ -122,6 +149,7 @@ pub async fn serve<S>(
                 break;
             }
             Some((resp, version)) = writes.next(), if !writes.is_empty() => {
+                last_activity = tokio::time::Instant::now();
                 if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
                     break;
                 }
@@ -137,6 +165,7 @@ pub async fn serve<S>(
                     break;
                 }
                 Some(Ok(Inbound::Garbage(e))) => {
+                    last_activity = tokio::time::Instant::now();
                     debug!(%peer, "skipping bytes that cannot start a request: {e}");
                     let resp = Response::error(0, e.error.status(), e.to_string());
                     let version = ferrod_codec::version::V20;
@@ -145,6 +174,7 @@ pub async fn serve<S>(
                     }
                 }
                 Some(Ok(Inbound::Frame(frame))) => {
+                    last_activity = tokio::time::Instant::now();
                     let version = frame.header.version;
                     if cmd::waits_for_earlier_writes(&frame.request) {
                         while let Some((resp, v)) = writes.next().await {
@@ -173,6 +203,11 @@ pub async fn serve<S>(
                 }
             },
             _ = quiet, if draining.is_some() && writes.is_empty() => break,
+            // Last: a request that arrived just in time is served, not dropped.
+            _ = idle_end, if may_idle_close => {
+                debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
+                break;
+            }
         }
     }
 

@@ -31,13 +31,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut store_config = StoreConfig::new(config.database_url.clone());
-    store_config.max_value_bytes = config.max_value_bytes;
-    store_config.caches = config.caches.clone();
-    store_config.reaper_interval = config.reaper_interval;
-    store_config.max_batch_ops = config.max_batch_ops;
-    store_config.busy_timeout = config.database_busy_timeout;
-    store_config.writer_lanes = config.writer_lanes;
+    let store_config = store_config(&config);
     // A bad credentials file stops startup before anything else happens.
     let auth = auth::Authenticator::from_config(&config)?;
     match &auth {
@@ -103,6 +97,18 @@ pub async fn run(
     }
     info!("ferrod stopped");
     Ok(())
+}
+
+/// The store settings a server configuration implies.
+pub fn store_config(config: &Config) -> StoreConfig {
+    let mut store_config = StoreConfig::new(config.database_url.clone());
+    store_config.max_value_bytes = config.max_value_bytes;
+    store_config.caches = config.caches.clone();
+    store_config.reaper_interval = config.reaper_interval;
+    store_config.max_batch_ops = config.max_batch_ops;
+    store_config.busy_timeout = config.database_busy_timeout;
+    store_config.writer_lanes = config.writer_lanes;
+    store_config
 }
 
 /// The URL without its password, for logs.

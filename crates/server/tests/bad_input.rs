@@ -340,3 +340,136 @@ async fn value_above_max_value_bytes_is_refused_and_connection_stays_usable() {
     assert_eq!(r.header.message_id, 21);
     check_alive(&mut server, &mut s0).await;
 }
+
+/// A client that shuts down its write half right after complete frames still gets every answer,
+/// writes (answered after their commit) included, and then the close.
+#[tokio::test]
+async fn half_close_after_complete_frames_still_gets_every_answer() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    for version in [20u8, 31, 41] {
+        let frames = vec![
+            RequestFrame {
+                header: RequestHeader::new(version, op::PUT, 31, ""),
+                request: Request::Put {
+                    key: b("hc"),
+                    expiration: EXP_DEFAULT,
+                    value: b("v1"),
+                },
+            },
+            RequestFrame {
+                header: RequestHeader::new(version, op::PUT, 32, ""),
+                request: Request::Put {
+                    key: b("hc2"),
+                    expiration: EXP_DEFAULT,
+                    value: b("v2"),
+                },
+            },
+            RequestFrame {
+                header: RequestHeader::new(version, op::GET, 33, ""),
+                request: Request::Get { key: b("hc") },
+            },
+            RequestFrame {
+                header: RequestHeader::new(version, op::PING, 34, ""),
+                request: Request::Ping,
+            },
+        ];
+        let mut bytes = BytesMut::new();
+        for f in &frames {
+            bytes.extend_from_slice(&encode(f));
+        }
+        let mut s = server.raw().await;
+        let (out, closed) = raw_exchange(&mut s, &bytes, true, WAIT).await;
+        assert!(
+            closed,
+            "v{version}: the server closes after the last answer"
+        );
+        let rs = decode_all(&out, &frames);
+        let ids: Vec<u64> = rs.iter().map(|r| r.header.message_id).collect();
+        assert_eq!(ids, vec![31, 32, 33, 34], "v{version}: {rs:?}");
+        assert!(
+            rs.iter().all(|r| r.header.status == status::SUCCESS),
+            "{rs:?}"
+        );
+        assert!(matches!(&rs[2].body, ResponseBody::Value(v) if &v[..] == b"v1"));
+    }
+    assert_eq!(s0.get_str("hc2").await.as_deref(), Some("v2"));
+    check_alive(&mut server, &mut s0).await;
+}
+
+/// Bytes that cannot start a request, between valid frames: each run is answered with 0x81
+/// (message id 0) and skipped, the frames around it are served in order. A run that starts
+/// with the request magic looks like a request and loses framing: the answers to the frames
+/// before it still arrive, then the connection closes.
+#[tokio::test]
+async fn garbage_between_valid_frames() {
+    let mut server = Server::start().await;
+    let mut s0 = sentinel(&server).await;
+    let put = RequestFrame {
+        header: RequestHeader::new(41, op::PUT, 41, ""),
+        request: Request::Put {
+            key: b("between"),
+            expiration: EXP_DEFAULT,
+            value: b("ok"),
+        },
+    };
+    let get = RequestFrame {
+        header: RequestHeader::new(41, op::GET, 42, ""),
+        request: Request::Get { key: b("between") },
+    };
+    let ping = RequestFrame {
+        header: RequestHeader::new(30, op::PING, 43, ""),
+        request: Request::Ping,
+    };
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&encode(&put));
+    bytes.extend_from_slice(&[0x00, 0xFF, 0x13, 0x37]);
+    bytes.extend_from_slice(&encode(&get));
+    bytes.extend_from_slice(&[0xA1, 0x01]);
+    bytes.extend_from_slice(&encode(&ping));
+    let mut s = server.raw().await;
+    let (out, closed) = raw_exchange(&mut s, &bytes, false, WAIT).await;
+    assert!(
+        !closed,
+        "garbage that cannot start a request keeps the connection"
+    );
+    let rs = decode_all(&out, &[put.clone(), get.clone(), ping.clone()]);
+    // Answers may overtake a write that is still committing (pipelining); the GET reads it.
+    let mut seen: Vec<(u64, u8)> = rs
+        .iter()
+        .map(|r| (r.header.message_id, r.header.status))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        vec![
+            (0, status::INVALID_MAGIC_OR_MESSAGE_ID),
+            (0, status::INVALID_MAGIC_OR_MESSAGE_ID),
+            (41, status::SUCCESS),
+            (42, status::SUCCESS),
+            (43, status::SUCCESS),
+        ],
+        "{rs:?}"
+    );
+    let got = rs.iter().find(|r| r.header.message_id == 42).unwrap();
+    assert!(
+        matches!(&got.body, ResponseBody::Value(v) if &v[..] == b"ok"),
+        "{got:?}"
+    );
+
+    // Garbage that starts with the request magic: a bogus header (version 99).
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&encode(&get));
+    bytes.extend_from_slice(&[0xA0, 0x07, 99, op::GET, 0, 0, 1, 1, b'k']);
+    bytes.extend_from_slice(&encode(&ping));
+    let mut s = server.raw().await;
+    let (out, closed) = raw_exchange(&mut s, &bytes, false, WAIT).await;
+    assert!(closed, "framing is lost: the connection closes");
+    let rs = decode_all(&out, &[get, ping]);
+    assert_eq!(rs.len(), 2, "{rs:?}");
+    assert_eq!(rs[0].header.message_id, 42);
+    assert_eq!(rs[0].header.status, status::SUCCESS);
+    assert_eq!(rs[1].header.message_id, 7);
+    assert!(status::is_error(rs[1].header.status), "{rs:?}");
+    check_alive(&mut server, &mut s0).await;
+}

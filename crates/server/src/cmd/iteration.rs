@@ -15,9 +15,6 @@ use crate::context::ServerContext;
 pub const EMPTY_VALUE_CONVERTER: &str =
     "org.infinispan.server.hotrod.HotRodServer$ToEmptyBytesKeyValueFilterConverter";
 
-/// Open iterations per connection; a client that leaks iterators cannot grow memory without bound.
-pub const MAX_OPEN_ITERATIONS: usize = 1024;
-
 pub struct Iteration {
     cache: Cache,
     keys: Vec<Bytes>,
@@ -56,11 +53,17 @@ pub fn start(
             )
         }
     };
-    if state.iterations.open.len() >= MAX_OPEN_ITERATIONS {
+    // Each open iteration holds a snapshot of its cache's keys: a client that leaks iterators
+    // must not grow memory without bound.
+    let limit = ctx.config.max_iterations_per_connection;
+    if state.iterations.open.len() >= limit {
         return Response::error(
             h.message_id,
             status::SERVER_ERROR,
-            format!("too many open iterations on this connection (limit {MAX_OPEN_ITERATIONS})"),
+            format!(
+                "too many open iterations on this connection (limit {limit}, \
+                 max_iterations_per_connection): end one before starting another"
+            ),
         );
     }
     // A ferrod cache is not segmented: every key is in segment 0, as in an Infinispan local

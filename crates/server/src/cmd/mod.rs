@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ferrod_codec::{
     flags, op, status, EntryMetadata, Expiration as WireExpiration, Expiry as WireExpiry,
     PreviousValue, Request, RequestFrame, RequestHeader, Response, ResponseBody,
@@ -115,6 +116,9 @@ fn dispatch_request(
     frame: RequestFrame,
 ) -> Action {
     let RequestFrame { header, request } = frame;
+    if let Some(resp) = oversized_key(ctx, &header, &request) {
+        return Action::Respond(resp);
+    }
     match request {
         Request::Ping => Action::Respond(ping::ping(ctx, &header)),
         Request::Get { key } => respond(keyed::get(ctx, &header, &key)),
@@ -329,6 +333,41 @@ pub fn force_return(header: &RequestHeader) -> bool {
 
 pub fn status_only(header: &RequestHeader, st: u8) -> Response {
     Response::new(header.message_id, header.opcode, st, ResponseBody::Empty)
+}
+
+/// The keys a request names, for the key-size limit.
+fn request_keys(req: &Request) -> Box<dyn Iterator<Item = &Bytes> + '_> {
+    match req {
+        Request::Get { key }
+        | Request::GetWithVersion { key }
+        | Request::GetWithMetadata { key }
+        | Request::ContainsKey { key }
+        | Request::Put { key, .. }
+        | Request::PutIfAbsent { key, .. }
+        | Request::Replace { key, .. }
+        | Request::ReplaceIfUnmodified { key, .. }
+        | Request::Remove { key }
+        | Request::RemoveIfUnmodified { key, .. }
+        | Request::GetStream { key, .. }
+        | Request::PutStream { key, .. }
+        | Request::StartPutStream { key, .. }
+        | Request::StartGetStream { key, .. } => Box::new(std::iter::once(key)),
+        Request::GetAll { keys } => Box::new(keys.iter()),
+        Request::PutAll { entries, .. } => Box::new(entries.iter().map(|(k, _)| k)),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// A request naming a key longer than `max_key_bytes` is refused before it reaches a cache,
+/// reads included: no such key can have been stored under the current limit.
+fn oversized_key(ctx: &ServerContext, header: &RequestHeader, req: &Request) -> Option<Response> {
+    let max = ctx.config.max_key_bytes;
+    let len = request_keys(req).map(Bytes::len).find(|len| *len > max)?;
+    Some(Response::error(
+        header.message_id,
+        status::SERVER_ERROR,
+        format!("key of {len} bytes exceeds the maximum of {max} bytes (max_key_bytes)"),
+    ))
 }
 
 /// The reference's value limit is per value; keys are bounded by the same number.

@@ -36,8 +36,80 @@ pub(crate) enum Backend {
 }
 
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// An SQLite write transaction on a pooled connection, begun and ended with plain statements.
+///
+/// Not sqlx's `Transaction`: when a COMMIT fails with SQLITE_FULL or SQLITE_IOERR, SQLite has
+/// already rolled the transaction back, the ROLLBACK that sqlx then sends fails ("no transaction
+/// is active"), and sqlx's transaction-depth counter stays at one. The connection goes back to
+/// the pool that way and every later BEGIN on it fails ("attempted to call begin_with at
+/// non-zero transaction depth"), so writes never recover after the disk has space again. Here
+/// SQLite's own state is the only state: a transaction that does not end in a successful COMMIT
+/// is rolled back, "no transaction is active" included, and a connection whose ROLLBACK fails
+/// otherwise is closed (closing rolls back whatever is open; the pool opens a fresh one).
+pub(crate) struct SqliteTx {
+    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+}
+
+impl SqliteTx {
+    async fn begin(pool: &SqlitePool) -> Result<SqliteTx, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        // IMMEDIATE: take the write lock now, so what we read is what we write over. A failed
+        // BEGIN leaves no transaction open: the connection stays usable.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        Ok(SqliteTx { conn: Some(conn) })
+    }
+
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let mut conn = self.conn.take().expect("transaction already ended");
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                rollback_or_close(conn).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn rollback_or_close(mut conn: sqlx::pool::PoolConnection<Sqlite>) {
+    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        Ok(_) => {}
+        // SQLite rolled back by itself (SQLITE_FULL, SQLITE_IOERR, ... at COMMIT).
+        Err(e) if e.to_string().contains("no transaction is active") => {}
+        Err(_) => conn.close_on_drop(),
+    }
+}
+
+impl std::ops::Deref for SqliteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn.as_ref().expect("transaction already ended")
+    }
+}
+
+impl std::ops::DerefMut for SqliteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("transaction already ended")
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        // Ended without a COMMIT (an error on the way, or the future was dropped): roll back
+        // before the connection goes back to the pool.
+        if let Some(mut conn) = self.conn.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(rollback_or_close(conn));
+                }
+                Err(_) => conn.close_on_drop(),
+            }
+        }
+    }
 }
 
 /// One row of `ferrod_changes` to write. `kind` is one of `created`, `modified`, `removed`,
@@ -206,7 +278,7 @@ impl Backend {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             // IMMEDIATE: take the write lock now, so what we read is what we write over.
-            Backend::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite(p) => Tx::Sqlite(SqliteTx::begin(p).await?),
             Backend::Postgres(p, begin) => Tx::Postgres(p.begin_with(begin.to_string()).await?),
         })
     }
