@@ -6,7 +6,7 @@
 //! re-registers on reconnect, as it does after any failover).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -51,6 +51,55 @@ pub struct Listener {
     pub sink: EventSink,
     /// Which connection registered it, so a connection removes only its own listeners.
     pub connection_id: u64,
+    /// includeCurrentState listeners only: what the initial state showed, so live events it
+    /// already covered are not delivered a second time (see [`InitialState`]).
+    pub initial: Option<Mutex<InitialState>>,
+}
+
+/// The hand-over from an includeCurrentState snapshot to live events.
+///
+/// A committed write is in memory before its event is published (on PostgreSQL the event waits
+/// for the change-feed follower to reach its change row), so a snapshot taken in between shows
+/// the write and the live event for it still comes. And a change published while the snapshot
+/// is being taken and sent must not be delivered before the snapshot's events.
+///
+/// So the listener is registered *before* the snapshot, holding its live events; the snapshot
+/// records each key's version; the connection releases the held events once the initial-state
+/// events and the response are queued. Every live event (held or later) of a key in the
+/// snapshot is dropped when the snapshot already covers it: an older version of any kind, or
+/// the snapshot's version itself created/modified (a removal or expiration carrying the
+/// snapshot's version is the removal of that entry, so it is news). Per key, events arrive in
+/// commit order, so once one newer than the snapshot passed, the key is forgotten.
+#[derive(Default)]
+pub struct InitialState {
+    /// `Some` until the connection queued the initial-state events and the response.
+    held: Option<Vec<(EventKind, Arc<ChangeEvent>)>>,
+    versions: HashMap<Bytes, i64>,
+}
+
+impl InitialState {
+    pub fn holding() -> InitialState {
+        InitialState {
+            held: Some(Vec::new()),
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Whether the snapshot already told the listener about this change; forgets the key once a
+    /// newer change of it passes.
+    fn covers(&mut self, kind: EventKind, change: &ChangeEvent) -> bool {
+        let Some(&seen) = self.versions.get(&change.key) else {
+            return false;
+        };
+        let older = change.version != 0 && change.version < seen;
+        let same =
+            change.version == seen && matches!(kind, EventKind::Created | EventKind::Modified);
+        if older || same {
+            return true;
+        }
+        self.versions.remove(&change.key);
+        false
+    }
 }
 
 impl Listener {
@@ -88,8 +137,18 @@ impl Listener {
         }
     }
 
-    /// Initial-state event for an existing entry (includeCurrentState).
+    fn initial_state(&self) -> Option<std::sync::MutexGuard<'_, InitialState>> {
+        self.initial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Initial-state event for an existing entry (includeCurrentState); remembers its version
+    /// so the live event of the same change is not delivered again.
     pub fn initial_event(&self, message_id: u64, key: &Bytes, e: &EntrySnapshot) -> CacheEvent {
+        if let Some(mut st) = self.initial_state() {
+            st.versions.insert(key.clone(), e.version);
+        }
         self.event(
             message_id,
             EventKind::Created,
@@ -97,6 +156,32 @@ impl Listener {
             e.version,
             Some(&e.value),
         )
+    }
+}
+
+impl Listener {
+    fn send_live(&self, kind: EventKind, change: &ChangeEvent) {
+        let frame = self.event(0, kind, &change.key, change.version, change.value.as_ref());
+        if self.sink.events.try_send(frame).is_err() {
+            // Full (or the connection is already gone): close it rather than block or drop
+            // events silently.
+            self.sink.overflow.notify_one();
+        }
+    }
+
+    /// Called once the initial-state events and the ADD response are queued on the connection
+    /// (responses are written before events queued after them): delivers the live events held
+    /// meanwhile that the snapshot did not cover, and from now on delivers directly.
+    pub fn release_held(&self) {
+        let Some(mut st) = self.initial_state() else {
+            return;
+        };
+        let held = st.held.take().unwrap_or_default();
+        for (kind, change) in held {
+            if !st.covers(kind, &change) {
+                self.send_live(kind, &change);
+            }
+        }
     }
 }
 
@@ -114,15 +199,16 @@ impl ListenerRegistry {
         self.by_cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// False when a listener with this id is already registered on the cache.
-    pub fn add(&self, listener: Listener) -> bool {
+    /// `None` when a listener with this id is already registered on the cache.
+    pub fn add(&self, listener: Listener) -> Option<Arc<Listener>> {
         let mut map = self.write();
         let list = map.entry(listener.cache.clone()).or_default();
         if list.iter().any(|l| l.id == listener.id) {
-            return false;
+            return None;
         }
-        list.push(Arc::new(listener));
-        true
+        let listener = Arc::new(listener);
+        list.push(listener.clone());
+        Some(listener)
     }
 
     pub fn remove(&self, cache: &str, id: &[u8], connection_id: u64) -> bool {
@@ -153,7 +239,7 @@ impl ListenerRegistry {
     }
 
     /// Delivers one committed change to every interested listener of its cache.
-    pub fn deliver(&self, change: &ChangeEvent) {
+    pub fn deliver(&self, change: &Arc<ChangeEvent>) {
         let kind = match change.kind {
             ChangeKind::Created => EventKind::Created,
             ChangeKind::Modified => EventKind::Modified,
@@ -165,12 +251,16 @@ impl ListenerRegistry {
             return;
         };
         for l in list.iter().filter(|l| l.wants(kind)) {
-            let frame = l.event(0, kind, &change.key, change.version, change.value.as_ref());
-            if l.sink.events.try_send(frame).is_err() {
-                // Full (or the connection is already gone): close it rather than block or drop
-                // events silently.
-                l.sink.overflow.notify_one();
+            if let Some(mut st) = l.initial_state() {
+                if st.covers(kind, change) {
+                    continue;
+                }
+                if let Some(held) = &mut st.held {
+                    held.push((kind, change.clone()));
+                    continue;
+                }
             }
+            l.send_live(kind, change);
         }
     }
 

@@ -28,8 +28,12 @@ pub type WriteFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 pub enum Action {
     Respond(Response),
-    /// Several frames in order (initial-state events before the ADD_CLIENT_LISTENER response).
-    Frames(Vec<ferrod_codec::Outbound>),
+    /// Several frames in order (initial-state events before the ADD_CLIENT_LISTENER response),
+    /// then, once they are queued, the listener's held live events are released.
+    Frames(
+        Vec<ferrod_codec::Outbound>,
+        Option<std::sync::Arc<crate::listeners::Listener>>,
+    ),
     /// A write: its SQL transaction commits before the future completes.
     Write(WriteFuture),
 }
@@ -200,7 +204,8 @@ pub fn dispatch(
                 use_raw_data,
                 interests,
             };
-            Action::Frames(listener::add(ctx, state, &header, req))
+            let (frames, release) = listener::add(ctx, state, &header, req);
+            Action::Frames(frames, release)
         }
         Request::RemoveClientListener { listener_id } => {
             Action::Respond(listener::remove(ctx, state, &header, &listener_id))
