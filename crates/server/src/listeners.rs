@@ -12,23 +12,40 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::warn;
 
-use ferrod_codec::event::key_value_version_payload;
+use ferrod_codec::event::{
+    key_value_version_payload, key_value_with_previous_payload, WrappedContent,
+};
 use ferrod_codec::{CacheEvent, EventKind, EventPayload};
 use ferrod_store::{ChangeEvent, ChangeKind, EntrySnapshot, Store};
 
 /// The converter Keycloak's session-expiration listener names: the event carries key, value and version.
 pub const KEY_VALUE_VERSION_CONVERTER: &str = "___eager-key-value-version-converter";
+/// Infinispan's built-in converter (what JCache over HotRod registers): the event carries a
+/// protostream `KeyValueWithPrevious` (key, new value, previous value).
+pub const KEY_VALUE_WITH_PREVIOUS_CONVERTER: &str = "key-value-with-previous-converter-factory";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Converter {
     None,
     KeyValueVersion,
+    KeyValueWithPrevious(WrappedContent),
 }
 
 impl Converter {
-    pub fn by_name(name: &str) -> Option<Converter> {
+    /// `value_media_type` is the cache's: in a protostream cache (or one that does not say,
+    /// where the Java client writes protostream) the stored bytes are embedded as they are.
+    pub fn by_name(name: &str, value_media_type: &str) -> Option<Converter> {
         match name {
             KEY_VALUE_VERSION_CONVERTER => Some(Converter::KeyValueVersion),
+            KEY_VALUE_WITH_PREVIOUS_CONVERTER => {
+                let content =
+                    if value_media_type.is_empty() || value_media_type.contains("protostream") {
+                        WrappedContent::Protostream
+                    } else {
+                        WrappedContent::Bytes
+                    };
+                Some(Converter::KeyValueWithPrevious(content))
+            }
             _ => None,
         }
     }
@@ -116,6 +133,7 @@ impl Listener {
         key: &Bytes,
         version: i64,
         value: Option<&Bytes>,
+        previous: Option<&Bytes>,
     ) -> CacheEvent {
         let payload = match self.converter {
             Converter::None => EventPayload::Plain {
@@ -127,6 +145,23 @@ impl Listener {
                 raw: self.use_raw_data,
                 data: key_value_version_payload(key, value.map(|v| (&v[..], version))),
             },
+            Converter::KeyValueWithPrevious(content) => {
+                // Like Infinispan's converter: (key, new value, old value); a removal has no
+                // new value, only the removed one as the previous.
+                let (value, previous) = match kind {
+                    EventKind::Removed => (None, previous.or(value)),
+                    _ => (value, previous),
+                };
+                EventPayload::Custom {
+                    raw: self.use_raw_data,
+                    data: key_value_with_previous_payload(
+                        key,
+                        value.map(|v| &v[..]),
+                        previous.map(|v| &v[..]),
+                        content,
+                    ),
+                }
+            }
         };
         CacheEvent {
             message_id,
@@ -155,13 +190,21 @@ impl Listener {
             key,
             e.version,
             Some(&e.value),
+            None,
         )
     }
 }
 
 impl Listener {
     fn send_live(&self, kind: EventKind, change: &ChangeEvent) {
-        let frame = self.event(0, kind, &change.key, change.version, change.value.as_ref());
+        let frame = self.event(
+            0,
+            kind,
+            &change.key,
+            change.version,
+            change.value.as_ref(),
+            change.previous.as_ref(),
+        );
         if self.sink.events.try_send(frame).is_err() {
             // Full (or the connection is already gone): close it rather than block or drop
             // events silently.

@@ -46,7 +46,7 @@ pub fn add(
     }
     let converter = match &req.converter {
         None => Converter::None,
-        Some(f) => match Converter::by_name(&f.name) {
+        Some(f) => match Converter::by_name(&f.name, &cache.def().value_media_type) {
             Some(c) => c,
             None => {
                 return respond(Response::error(
