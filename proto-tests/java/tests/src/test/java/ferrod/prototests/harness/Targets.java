@@ -86,7 +86,7 @@ public final class Targets {
       return Paths.get(dir).toAbsolutePath().normalize();
    }
 
-   static Path repoRoot() {
+   public static Path repoRoot() {
       return javaDir().getParent().getParent();
    }
 
@@ -160,7 +160,12 @@ public final class Targets {
     * directory; the caches of the test configuration).
     */
    public static TargetProcess ferrodReplica(String label, String databaseUrl) {
-      int port = freePort();
+      return ferrodReplica(label, databaseUrl,
+            Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString())), freePort());
+   }
+
+   /** As above with a given binary and port (a replica replaced by another build keeps its port). */
+   public static TargetProcess ferrodReplica(String label, String databaseUrl, Path bin, int port) {
       Path work;
       try {
          Path base = Paths.get(setting("proto-tests.work.dir", System.getProperty("java.io.tmpdir")));
@@ -171,7 +176,6 @@ public final class Targets {
          throw new UncheckedIOException(e);
       }
       Path log = Paths.get(setting("proto-tests.log.dir", work.toString())).resolve(label + "-" + FERROD + ".log");
-      Path bin = Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
       if (!Files.isExecutable(bin)) {
          throw new IllegalStateException("ferrod binary not found at " + bin
                + " (build it with `cargo build -p ferrod` or set FERROD_BIN)");
