@@ -47,10 +47,6 @@ async fn a_miss_in_memory_is_read_through_from_sql() {
     // A key absent everywhere is still a miss.
     assert_eq!(c.get("absent").await, None);
     assert!(!c.contains("absent").await);
-    let r = c
-        .req(Request::GetWithMetadata {
-            key: b("absent"),
-        })
-        .await;
+    let r = c.req(Request::GetWithMetadata { key: b("absent") }).await;
     assert_status(&r, status::KEY_DOES_NOT_EXIST);
 }

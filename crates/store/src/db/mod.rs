@@ -409,7 +409,9 @@ impl Backend {
                 // A read-through during an outage answers at once too (the caller falls back
                 // to memory) instead of waiting for a connection attempt to time out.
                 if let Some(why) = w.down_reason() {
-                    return Err(StoreError::Database(format!("database unreachable ({why})")));
+                    return Err(StoreError::Database(format!(
+                        "database unreachable ({why})"
+                    )));
                 }
                 sqlx::query(&format!("{COLS} WHERE cache = $1 AND key = $2"))
                     .bind(cache)
