@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.io.InputStream;
-import java.net.InetSocketAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -83,8 +82,10 @@ class FaultsTest {
    @BeforeAll
    void start() throws Exception {
       Assumptions.assumeTrue(Targets.selected().contains(Targets.FERROD), "ferrod-only");
-      Assumptions.assumeTrue(Files.isExecutable(Path.of("/usr/bin/pg_ctlcluster")) || Files.exists(Path.of("/usr/bin/pg_ctlcluster")),
-            "needs pg_createcluster/pg_ctlcluster for the dedicated PostgreSQL cluster");
+      Assumptions.assumeTrue("root".equals(System.getProperty("user.name")),
+            "needs root: it drives its own PostgreSQL cluster with pg_ctlcluster (faults-pg.sh)");
+      Assumptions.assumeTrue(Files.exists(Path.of("/usr/bin/pg_ctlcluster")),
+            "PostgreSQL cluster tools (pg_ctlcluster) not installed");
       // one fault run at a time on this machine (shared with the npm faults suite): flock(1)
       lock = new ProcessBuilder("flock", "-x", LOCK.toString(), "-c", "echo locked; exec cat >/dev/null")
             .redirectError(ProcessBuilder.Redirect.INHERIT).start();
@@ -505,9 +506,5 @@ class FaultsTest {
       }
       assertNothingLost(ws);
       assertMemoryEqualsSql();
-   }
-
-   List<InetSocketAddress> addresses() {
-      return replicas.stream().map(t -> new InetSocketAddress(t.host(), t.port())).toList();
    }
 }
