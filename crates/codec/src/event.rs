@@ -178,9 +178,86 @@ pub fn key_value_version_payload(key: &[u8], value_and_version: Option<(&[u8], i
     buf.freeze()
 }
 
+/// Protobuf type name of `org.infinispan.commons.util.KeyValueWithPrevious` (it has no type id).
+pub const KEY_VALUE_WITH_PREVIOUS_TYPE: &str = "org.infinispan.global.commons.KeyValueWithPrevious";
+
+/// How the key and values inside a `KeyValueWithPrevious` are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrappedContent {
+    /// The stored bytes already are protostream `WrappedMessage`s (what the Java client writes
+    /// into a protostream cache): embedded as they are.
+    Protostream,
+    /// Anything else: each wrapped as a protostream `bytes` value.
+    Bytes,
+}
+
+fn put_proto_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn put_proto_field(buf: &mut BytesMut, field: u64, data: &[u8]) {
+    put_proto_varint(buf, (field << 3) | 2);
+    put_proto_varint(buf, data.len() as u64);
+    buf.put_slice(data);
+}
+
+/// The `key-value-with-previous-converter-factory` payload: a protostream `WrappedMessage`
+/// (field 16 type name, field 17 message) holding a `KeyValueWithPrevious` whose fields 1-3
+/// (key, value, previous value) are `WrappedMessage`s; an absent value is an empty one, which
+/// the client reads as null.
+pub fn key_value_with_previous_payload(
+    key: &[u8],
+    value: Option<&[u8]>,
+    previous: Option<&[u8]>,
+    content: WrappedContent,
+) -> Bytes {
+    let wrapped = |b: Option<&[u8]>| -> BytesMut {
+        let mut w = BytesMut::new();
+        match (b, content) {
+            (None, _) => {}
+            (Some(b), WrappedContent::Protostream) => w.put_slice(b),
+            // WrappedMessage.WRAPPED_BYTES
+            (Some(b), WrappedContent::Bytes) => put_proto_field(&mut w, 10, b),
+        }
+        w
+    };
+    let mut message = BytesMut::new();
+    put_proto_field(&mut message, 1, &wrapped(Some(key)));
+    put_proto_field(&mut message, 2, &wrapped(value));
+    put_proto_field(&mut message, 3, &wrapped(previous));
+    let mut buf = BytesMut::with_capacity(message.len() + 64);
+    put_proto_field(&mut buf, 16, KEY_VALUE_WITH_PREVIOUS_TYPE.as_bytes());
+    put_proto_field(&mut buf, 17, &message);
+    buf.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_value_with_previous_layout() {
+        // key "k" as the Java client marshals a String (WrappedMessage field 9), value likewise,
+        // no previous value.
+        let key = [0x4a, 1, b'k'];
+        let value = [0x4a, 1, b'v'];
+        let p =
+            key_value_with_previous_payload(&key, Some(&value), None, WrappedContent::Protostream);
+        let mut want = vec![0x82, 0x01, KEY_VALUE_WITH_PREVIOUS_TYPE.len() as u8];
+        want.extend_from_slice(KEY_VALUE_WITH_PREVIOUS_TYPE.as_bytes());
+        want.extend_from_slice(&[
+            0x8a, 0x01, 12, 0x0a, 3, 0x4a, 1, b'k', 0x12, 3, 0x4a, 1, b'v', 0x1a, 0,
+        ]);
+        assert_eq!(&p[..], &want[..]);
+        let p = key_value_with_previous_payload(b"k", None, Some(b"p"), WrappedContent::Bytes);
+        assert!(
+            p.ends_with(&[0x8a, 0x01, 12, 0x0a, 3, 0x52, 1, b'k', 0x12, 0, 0x1a, 3, 0x52, 1, b'p'])
+        );
+    }
 
     #[test]
     fn plain_created_event_layout() {

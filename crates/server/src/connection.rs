@@ -185,10 +185,15 @@ pub async fn serve<S>(
                     }
                     let sent = match cmd::dispatch(&ctx, &mut state, *frame) {
                         Action::Respond(resp) => out_tx.send(Outbound::Response { response: resp, version }).await.is_ok(),
-                        Action::Frames(frames) => {
+                        Action::Frames(frames, release) => {
                             let mut ok = true;
                             for f in frames {
                                 ok = ok && out_tx.send(f).await.is_ok();
+                            }
+                            // The write loop drains queued responses before events, so events
+                            // released now follow the frames above on the wire.
+                            if let Some(l) = release {
+                                l.release_held();
                             }
                             ok
                         }

@@ -372,3 +372,81 @@ async fn a_slow_listener_is_disconnected_and_never_blocks_writers() {
     );
     assert_eq!(w.size().await, 40_000);
 }
+
+/// includeCurrentState right after writes on PostgreSQL: a write is in memory as soon as it
+/// committed, but its event is published only when the change-feed follower reaches its change
+/// row, so a listener added in between must get it once (as initial state), not a second time
+/// live. Also nothing is lost: every key written before the ADD and every key written after it
+/// arrives exactly once.
+#[tokio::test]
+async fn include_current_state_right_after_writes_gets_each_entry_once() {
+    let Some(db) = PgDb::create("listener_state_once").await else {
+        return;
+    };
+    let server = Server::start_with(ServerOpts::default().database(&db.url)).await;
+    let mut w = server.client().await;
+    for round in 0..15 {
+        // Pipelined puts, so the last ones commit just before the ADD arrives.
+        let keys: Vec<String> = (0..40).map(|i| format!("r{round}-{i}")).collect();
+        let frames: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                w.frame(
+                    Request::Put {
+                        key: b(k),
+                        value: b("v"),
+                        expiration: EXP_DEFAULT,
+                    },
+                    0,
+                )
+            })
+            .collect();
+        for f in frames.iter().cloned() {
+            w.send(f).await;
+        }
+        for _ in &frames {
+            assert_status(&w.recv().await, status::SUCCESS);
+        }
+        let mut l = server.client().await;
+        let id = format!("L{round}");
+        let frame = l.frame(add(id.as_bytes(), true, None, false, 0), 0);
+        l.send(frame).await;
+        let mut seen: std::collections::HashMap<Bytes, usize> = Default::default();
+        loop {
+            match l.try_recv().await {
+                Some(Ok(Incoming::Event(e))) => *seen.entry(plain(&e).1).or_default() += 1,
+                Some(Ok(Incoming::Response(r))) => {
+                    assert_status(&r, status::SUCCESS);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Live: a key written after the ADD, then wait for it (its event comes after every
+        // event of the earlier writes, whose change rows have lower seqs on this one replica).
+        let marker = format!("m{round}");
+        w.put(&marker, "x").await;
+        loop {
+            let e = next_event(&mut l, Duration::from_secs(10))
+                .await
+                .expect("the marker's event");
+            let k = plain(&e).1;
+            *seen.entry(k.clone()).or_default() += 1;
+            if k == b(&marker) {
+                break;
+            }
+        }
+        for k in &keys {
+            assert_eq!(
+                seen.get(&b(k)).copied().unwrap_or(0),
+                1,
+                "round {round}: events for {k} (all: {seen:?})"
+            );
+        }
+        assert_eq!(seen.get(&b(&marker)), Some(&1));
+        // Nothing more in flight for these keys.
+        assert!(next_event(&mut l, Duration::from_millis(200))
+            .await
+            .is_none());
+    }
+}

@@ -30,8 +30,12 @@ pub type WriteFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 pub enum Action {
     Respond(Response),
-    /// Several frames in order (initial-state events before the ADD_CLIENT_LISTENER response).
-    Frames(Vec<ferrod_codec::Outbound>),
+    /// Several frames in order (initial-state events before the ADD_CLIENT_LISTENER response),
+    /// then, once they are queued, the listener's held live events are released.
+    Frames(
+        Vec<ferrod_codec::Outbound>,
+        Option<std::sync::Arc<crate::listeners::Listener>>,
+    ),
     /// A write: its SQL transaction commits before the future completes.
     Write(WriteFuture),
 }
@@ -121,10 +125,10 @@ fn dispatch_request(
     }
     match request {
         Request::Ping => Action::Respond(ping::ping(ctx, &header)),
-        Request::Get { key } => respond(keyed::get(ctx, &header, &key)),
-        Request::GetWithVersion { key } => respond(keyed::get_with_version(ctx, &header, &key)),
-        Request::GetWithMetadata { key } => respond(keyed::get_with_metadata(ctx, &header, &key)),
-        Request::ContainsKey { key } => respond(keyed::contains_key(ctx, &header, &key)),
+        Request::Get { key } => read(ctx, header, key, keyed::get),
+        Request::GetWithVersion { key } => read(ctx, header, key, keyed::get_with_version),
+        Request::GetWithMetadata { key } => read(ctx, header, key, keyed::get_with_metadata),
+        Request::ContainsKey { key } => read(ctx, header, key, keyed::contains_key),
         Request::Put {
             key,
             expiration,
@@ -256,7 +260,8 @@ fn dispatch_request(
                 use_raw_data,
                 interests,
             };
-            Action::Frames(listener::add(ctx, state, &header, req))
+            let (frames, release) = listener::add(ctx, state, &header, req);
+            Action::Frames(frames, release)
         }
         Request::RemoveClientListener { listener_id } => {
             Action::Respond(listener::remove(ctx, state, &header, &listener_id))
@@ -267,6 +272,41 @@ fn dispatch_request(
 
 fn respond(r: Result<Response, Box<Response>>) -> Action {
     Action::Respond(r.unwrap_or_else(|e| *e))
+}
+
+type KeyRead = fn(&Arc<ServerContext>, &RequestHeader, &[u8]) -> Result<Response, Box<Response>>;
+
+/// A keyed read, answered from memory. With replicas sharing PostgreSQL a miss is not trusted
+/// (DESIGN decision 4): another replica's write reaches memory only after the feed's lag, so a
+/// client that wrote through replica A and reads through replica B (round robin over replica
+/// addresses, or a Service spreading its connections) would not find what it just wrote. The
+/// row is read from SQL first (which brings memory up to date) and the read answered again.
+/// If SQL cannot be read, memory's answer stands: reads keep being served during an outage.
+fn read(
+    ctx: &Arc<ServerContext>,
+    header: RequestHeader,
+    key: bytes::Bytes,
+    answer: KeyRead,
+) -> Action {
+    let first = answer(ctx, &header, &key);
+    let miss = matches!(&first, Ok(r) if r.header.status == status::KEY_DOES_NOT_EXIST);
+    if !miss || ctx.store.is_sqlite() {
+        return respond(first);
+    }
+    let Ok(cache) = ctx.cache(&header) else {
+        return respond(first);
+    };
+    let ctx = ctx.clone();
+    Action::Write(Box::pin(async move {
+        match cache.get_fresh(&key).await {
+            Ok(None) => first.unwrap_or_else(|e| *e),
+            Ok(Some(_)) => answer(&ctx, &header, &key).unwrap_or_else(|e| *e),
+            Err(e) => {
+                tracing::debug!("read-through after a miss failed, answering from memory: {e}");
+                first.unwrap_or_else(|e| *e)
+            }
+        }
+    }))
 }
 
 /// A decoded op this server does not serve: a clear error, and the connection stays usable.

@@ -30,9 +30,101 @@ const PG_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub(crate) enum Backend {
     Sqlite(SqlitePool),
-    /// The pool and the statement that begins a write transaction (it carries the timeouts
-    /// that bound how long a transaction can hold change-log sequence numbers uncommitted).
-    Postgres(PgPool, std::sync::Arc<str>),
+    /// The pool and how write transactions begin (see [`PgWrites`]).
+    Postgres(PgPool, std::sync::Arc<PgWrites>),
+}
+
+/// How many milliseconds a new PostgreSQL connection may take (connection refused is retried
+/// with backoff inside this bound) before the attempt counts as "database unreachable".
+/// Also bounds the wait for a free pooled connection: the pool has a connection per writer
+/// lane plus spares, so a healthy database never makes an acquire wait that long.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// While the database is unreachable, how often the background probe tries to connect.
+const PG_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// PostgreSQL write transactions: the statement that begins one, and a circuit that knows the
+/// database is unreachable.
+///
+/// Without the circuit every write during an outage would wait for a connection attempt's full
+/// timeout (sqlx retries "connection refused" until the acquire deadline) before failing, so
+/// clients would see their writes hang rather than fail. Once one attempt to get a connection
+/// timed out or was refused, the circuit opens: BEGIN fails at once with "database unreachable"
+/// while one background probe keeps trying to connect, and the first successful probe closes
+/// the circuit again. Reads are not affected (they are served from memory).
+pub(crate) struct PgWrites {
+    /// `BEGIN` plus the `SET LOCAL` timeouts that bound how long a transaction can hold
+    /// change-log sequence numbers uncommitted.
+    begin: String,
+    /// Why the database is considered unreachable; `None` while the circuit is closed.
+    down: std::sync::Mutex<Option<String>>,
+    probing: std::sync::atomic::AtomicBool,
+}
+
+impl PgWrites {
+    fn down_reason(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_down(&self, reason: Option<String>) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Opens the circuit and starts the probe that closes it (one probe at a time).
+    fn open(self: &std::sync::Arc<Self>, pool: &PgPool, why: &sqlx::Error) {
+        use std::sync::atomic::Ordering;
+        if self.down_reason().is_none() {
+            tracing::warn!("PostgreSQL unreachable ({why}): writes fail at once until it is back");
+        }
+        self.set_down(Some(why.to_string()));
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (this, pool) = (self.clone(), pool.clone());
+        tokio::spawn(async move {
+            loop {
+                if pool.is_closed() {
+                    break;
+                }
+                // A fresh connection, not a pooled one: idle pooled connections are not
+                // tested on acquire, so one that died with the database would look healthy.
+                let opts = pool.connect_options();
+                let attempt = tokio::time::timeout(
+                    PG_ACQUIRE_TIMEOUT,
+                    sqlx::PgConnection::connect_with(&opts),
+                )
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+                match attempt {
+                    Ok(conn) => {
+                        let _ = conn.close().await;
+                        this.set_down(None);
+                        tracing::info!("PostgreSQL reachable again: writes resume");
+                        break;
+                    }
+                    Err(e) => this.set_down(Some(e.to_string())),
+                }
+                tokio::time::sleep(PG_PROBE_INTERVAL).await;
+            }
+            this.probing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Errors that mean no connection to the database could be had at all (as opposed to a pooled
+/// connection that broke, which the writer's retry replaces with a fresh one).
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+                | std::io::ErrorKind::TimedOut
+        ),
+        _ => false,
+    }
 }
 
 pub(crate) enum Tx {
@@ -175,7 +267,7 @@ pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
             // No ping round trip before every write transaction: a connection that died is
             // found by BEGIN itself, which the writer retries (nothing was sent on it yet).
             .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
         // Every statement of a write transaction, and every pause between them, is bounded, so
@@ -186,7 +278,12 @@ pub(crate) async fn connect(cfg: &StoreConfig) -> Result<Backend, StoreError> {
             "BEGIN; SET LOCAL statement_timeout = {ms}; \
              SET LOCAL idle_in_transaction_session_timeout = {ms}"
         );
-        Ok(Backend::Postgres(pool, begin.into()))
+        let writes = PgWrites {
+            begin,
+            down: std::sync::Mutex::new(None),
+            probing: std::sync::atomic::AtomicBool::new(false),
+        };
+        Ok(Backend::Postgres(pool, std::sync::Arc::new(writes)))
     } else if url.starts_with("sqlite:") {
         connect_sqlite(url, cfg.busy_timeout).await
     } else {
@@ -279,7 +376,23 @@ impl Backend {
         Ok(match self {
             // IMMEDIATE: take the write lock now, so what we read is what we write over.
             Backend::Sqlite(p) => Tx::Sqlite(SqliteTx::begin(p).await?),
-            Backend::Postgres(p, begin) => Tx::Postgres(p.begin_with(begin.to_string()).await?),
+            Backend::Postgres(p, w) => {
+                if let Some(why) = w.down_reason() {
+                    return Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        format!("database unreachable ({why}); retry once it is back"),
+                    )));
+                }
+                match p.begin_with(w.begin.clone()).await {
+                    Ok(tx) => Tx::Postgres(tx),
+                    Err(e) => {
+                        if is_unreachable(&e) {
+                            w.open(p, &e);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
         })
     }
 
@@ -364,7 +477,14 @@ impl Backend {
                 .map(|r| full_row_sqlite(&r))
                 .transpose()?
                 .map(|(_, row)| row),
-            Backend::Postgres(p, _) => {
+            Backend::Postgres(p, w) => {
+                // A read-through during an outage answers at once too (the caller falls back
+                // to memory) instead of waiting for a connection attempt to time out.
+                if let Some(why) = w.down_reason() {
+                    return Err(StoreError::Database(format!(
+                        "database unreachable ({why})"
+                    )));
+                }
                 sqlx::query(&format!("{COLS} WHERE cache = $1 AND key = $2"))
                     .bind(cache)
                     .bind(key)

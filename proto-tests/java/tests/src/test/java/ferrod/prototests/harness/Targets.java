@@ -86,7 +86,7 @@ public final class Targets {
       return Paths.get(dir).toAbsolutePath().normalize();
    }
 
-   static Path repoRoot() {
+   public static Path repoRoot() {
       return javaDir().getParent().getParent();
    }
 
@@ -171,6 +171,39 @@ public final class Targets {
          default:
             throw new IllegalArgumentException(kind);
       }
+   }
+
+   /**
+    * A new, not yet started ferrod replica on a shared database (its own port and work
+    * directory; the caches of the test configuration).
+    */
+   public static TargetProcess ferrodReplica(String label, String databaseUrl) {
+      return ferrodReplica(label, databaseUrl,
+            Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString())), freePort());
+   }
+
+   /** As above with a given binary and port (a replica replaced by another build keeps its port). */
+   public static TargetProcess ferrodReplica(String label, String databaseUrl, Path bin, int port) {
+      Path work;
+      try {
+         Path base = Paths.get(setting("proto-tests.work.dir", System.getProperty("java.io.tmpdir")));
+         Files.createDirectories(base);
+         work = Files.createTempDirectory(base, FERROD + "-" + label + "-");
+         Files.writeString(work.resolve("ferrod.toml"), FERROD_TOML);
+      } catch (IOException e) {
+         throw new UncheckedIOException(e);
+      }
+      Path log = Paths.get(setting("proto-tests.log.dir", work.toString())).resolve(label + "-" + FERROD + ".log");
+      if (!Files.isExecutable(bin)) {
+         throw new IllegalStateException("ferrod binary not found at " + bin
+               + " (build it with `cargo build -p ferrod` or set FERROD_BIN)");
+      }
+      List<String> cmd = TargetProcess.list(bin.toString(), "--listen", "127.0.0.1:" + port,
+            "--database-url", databaseUrl, "--config", work.resolve("ferrod.toml").toString());
+      Map<String, String> env = new HashMap<>();
+      env.put("FERROD_LOG", setting("FERROD_LOG", "info"));
+      Runnable cleanup = setting("KEEP_TARGET_DATA", "").isEmpty() ? () -> deleteTree(work) : null;
+      return new TargetProcess(FERROD + "-" + label, cmd, env, port, log, Duration.ofSeconds(120), cleanup);
    }
 
    static void deleteTree(Path root) {
