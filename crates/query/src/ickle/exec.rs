@@ -170,7 +170,9 @@ pub(crate) fn ordered_matches<'a, P>(
         None => candidates,
     };
     let order = &query.prepared.order_by;
-    if order.is_empty() || matches!(query.prepared.shape, Shape::Groups { .. }) {
+    if matches!(query.prepared.shape, Shape::Groups { .. }) {
+        // Groups are ordered by their keys afterwards; row order does not matter.
+    } else if order.is_empty() {
         matched.sort_unstable_by(|a, b| a.0.cmp(b.0));
     } else {
         let descending: Vec<bool> = order.iter().map(|(_, d)| *d).collect();

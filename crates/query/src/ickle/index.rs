@@ -131,12 +131,32 @@ impl<P> QueryIndex<P> {
 
     /// Runs a SELECT/FROM query.
     pub fn execute(&self, query: &BoundQuery, paging: Paging) -> QueryOutput<'_, P> {
-        exec::run(query, self.candidates(query), paging)
+        self.execute_where(query, paging, &|_, _| true)
+    }
+
+    /// Runs a query over the entries `keep` accepts only (the caller's liveness check, e.g.
+    /// "still in the cache, not expired"), as if the others were not indexed.
+    pub fn execute_where(
+        &self,
+        query: &BoundQuery,
+        paging: Paging,
+        keep: &dyn Fn(&Bytes, &P) -> bool,
+    ) -> QueryOutput<'_, P> {
+        exec::run(query, self.candidates(query, keep), paging)
     }
 
     /// The keys a DELETE statement (or any query's WHERE) matches, in key order.
     pub fn matching_keys(&self, query: &BoundQuery) -> Vec<Bytes> {
-        exec::ordered_matches(query, self.candidates(query))
+        self.matching_keys_where(query, &|_, _| true)
+    }
+
+    /// [`Self::matching_keys`] over the entries `keep` accepts.
+    pub fn matching_keys_where(
+        &self,
+        query: &BoundQuery,
+        keep: &dyn Fn(&Bytes, &P) -> bool,
+    ) -> Vec<Bytes> {
+        exec::ordered_matches(query, self.candidates(query, keep))
             .into_iter()
             .map(|(k, _, _)| k.clone())
             .collect()
@@ -145,7 +165,11 @@ impl<P> QueryIndex<P> {
     /// A superset of the matching entries of the query's entity type: the posting lists when
     /// the condition pins indexed fields, every entry of the type otherwise. The full
     /// condition is evaluated on each candidate afterwards, so the index only ever narrows.
-    fn candidates(&self, query: &BoundQuery) -> Vec<Candidate<'_, P>> {
+    fn candidates(
+        &self,
+        query: &BoundQuery,
+        keep: &dyn Fn(&Bytes, &P) -> bool,
+    ) -> Vec<Candidate<'_, P>> {
         let type_name = query.prepared.entity.full_name();
         let Some(table) = self.types.get(type_name) else {
             return Vec::new();
@@ -161,7 +185,8 @@ impl<P> QueryIndex<P> {
                     .get_key_value(k)
                     .map(|(k, e)| (k, &e.message, &e.payload))
             })
-            .filter(|(_, m, _)| m.descriptor().full_name() == type_name)
+            // Tables are per type (an upsert moves a key between them), so no type check here.
+            .filter(|(k, _, p)| keep(k, p))
             .collect()
     }
 }
