@@ -2,3 +2,5 @@
 //! subset Keycloak and the HotRod clients send with QUERY (`ickle`).
 
 pub mod ickle;
+pub mod schema;
+pub mod wrapped;

@@ -184,16 +184,28 @@ fn cache_def(c: FileCache, index: usize) -> Result<CacheDef, ConfigError> {
     })
 }
 
-/// The caches that exist out of the box: the default cache (empty cache name).
+/// The caches that exist out of the box: the default cache (empty cache name) and the protobuf
+/// schema cache, which Infinispan declares with Java-object storage (so its PING announces
+/// `application/x-java-object`, which the Java client expects for it).
 pub fn builtin_caches() -> Vec<CacheDef> {
-    vec![CacheDef {
-        name: DEFAULT_CACHE_NAME.to_string(),
-        key_media_type: ferrod_codec::media::APPLICATION_UNKNOWN.to_string(),
-        value_media_type: ferrod_codec::media::APPLICATION_UNKNOWN.to_string(),
-        default_lifespan_ms: -1,
-        default_max_idle_ms: -1,
-        configuration: String::new(),
-    }]
+    vec![
+        CacheDef {
+            name: DEFAULT_CACHE_NAME.to_string(),
+            key_media_type: ferrod_codec::media::APPLICATION_UNKNOWN.to_string(),
+            value_media_type: ferrod_codec::media::APPLICATION_UNKNOWN.to_string(),
+            default_lifespan_ms: -1,
+            default_max_idle_ms: -1,
+            configuration: String::new(),
+        },
+        CacheDef {
+            name: ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME.to_string(),
+            key_media_type: ferrod_codec::media::APPLICATION_OBJECT.to_string(),
+            value_media_type: ferrod_codec::media::APPLICATION_OBJECT.to_string(),
+            default_lifespan_ms: -1,
+            default_max_idle_ms: -1,
+            configuration: String::new(),
+        },
+    ]
 }
 
 impl Config {
@@ -367,8 +379,8 @@ mod tests {
         let p = dir.path().join("f.toml");
         std::fs::write(&p, "[[cache]]\nname = \"proto\"\nkey_media_type = \"application/x-protostream\"\nlifespan_ms = 2000\n").unwrap();
         let c = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap();
-        assert_eq!(c.caches[1].name, "proto");
-        assert_eq!(c.caches[1].default_lifespan_ms, 2000);
+        let proto = c.caches.iter().find(|d| d.name == "proto").unwrap();
+        assert_eq!(proto.default_lifespan_ms, 2000);
         std::fs::write(
             &p,
             "[[cache]]\nname = \"x\"\nkey_media_type = \"nonsense\"\n",

@@ -8,6 +8,7 @@ use ferrod_store::{Cache, Store};
 
 use crate::config::{Config, DEFAULT_CACHE_NAME};
 use crate::listeners::ListenerRegistry;
+use crate::schemas::SchemaState;
 
 pub struct ServerContext {
     pub store: Store,
@@ -17,6 +18,8 @@ pub struct ServerContext {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub listeners: Arc<ListenerRegistry>,
+    /// This replica's schema registry (`___protobuf_metadata`); see [`crate::schemas`].
+    pub schema_state: Arc<SchemaState>,
     next_connection_id: AtomicU64,
 }
 
@@ -62,7 +65,11 @@ pub const SERVED_OPERATIONS: &[u8] = &[
 
 impl ServerContext {
     pub fn new(store: Store, config: Config) -> Self {
+        // The registry starts from the schemas persisted in the (already loaded) cache.
+        let schema_state = Arc::new(SchemaState::default());
+        schema_state.resync(&store);
         ServerContext {
+            schema_state,
             store,
             config,
             started_ms: now_ms(),
@@ -89,6 +96,12 @@ impl ServerContext {
         } else {
             cache
         })
+    }
+
+    /// The registered protobuf schemas as of now (built-ins included): message descriptors by
+    /// full name or `@TypeId`, index annotations, per-file errors. Cheap; never waits.
+    pub fn schemas(&self) -> Arc<ferrod_query::schema::Schemas> {
+        self.schema_state.schemas()
     }
 
     pub fn next_connection_id(&self) -> u64 {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod listeners;
+pub mod schemas;
 pub mod server;
 
 use std::sync::Arc;
@@ -60,9 +61,11 @@ pub async fn run(
     );
     let ctx = Arc::new(ServerContext::new(store.clone(), config));
     let dispatcher = tokio::spawn(listeners::dispatch(store.clone(), ctx.listeners.clone()));
+    let schema_follower = tokio::spawn(schemas::follow(ctx.schema_state.clone(), store.clone()));
     server::run(ctx, listener, shutdown).await;
     store.shutdown().await;
     dispatcher.abort();
+    schema_follower.abort();
     info!("ferrod stopped");
     Ok(())
 }

@@ -20,6 +20,7 @@ use ferrod_codec::{
 use ferrod_store::{EntrySnapshot, Expiration, Expiry, StoreError};
 
 use crate::context::{now_ms, ServerContext};
+use crate::schemas;
 
 pub use iteration::Iterations;
 pub use stream::Streams;
@@ -73,6 +74,32 @@ fn is_write(req: &Request) -> bool {
 }
 
 pub fn dispatch(
+    ctx: &Arc<ServerContext>,
+    state: &mut ConnectionState,
+    frame: RequestFrame,
+) -> Action {
+    if !schemas::is_metadata_write(&frame.header, &frame.request) {
+        return dispatch_request(ctx, state, frame);
+    }
+    // A write to ___protobuf_metadata: validated as Infinispan does, and answered only once
+    // this replica's registry and the `.errors` keys reflect it.
+    if let Err(resp) = schemas::check_write(&frame.header, &frame.request) {
+        return Action::Respond(*resp);
+    }
+    let encoding = schemas::request_encoding(&frame.request);
+    match dispatch_request(ctx, state, frame) {
+        Action::Write(write) => {
+            let ctx = ctx.clone();
+            Action::Write(Box::pin(async move {
+                let response = write.await;
+                schemas::after_write(&ctx.schema_state, &ctx.store, encoding, response).await
+            }))
+        }
+        other => other,
+    }
+}
+
+fn dispatch_request(
     ctx: &Arc<ServerContext>,
     state: &mut ConnectionState,
     frame: RequestFrame,
