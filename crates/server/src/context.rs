@@ -18,6 +18,8 @@ pub struct ServerContext {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub listeners: Arc<ListenerRegistry>,
+    /// Schemas and per-cache query indexes (QUERY).
+    pub query: Arc<crate::query::QueryService>,
     /// This replica's schema registry (`___protobuf_metadata`); see [`crate::schemas`].
     pub schema_state: Arc<SchemaState>,
     next_connection_id: AtomicU64,
@@ -50,6 +52,7 @@ pub const SERVED_OPERATIONS: &[u8] = &[
     op::GET_ALL,
     op::ADD_CLIENT_LISTENER,
     op::REMOVE_CLIENT_LISTENER,
+    op::QUERY,
     op::ITERATION_START,
     op::ITERATION_NEXT,
     op::ITERATION_END,
@@ -69,6 +72,7 @@ impl ServerContext {
         let schema_state = Arc::new(SchemaState::default());
         schema_state.resync(&store);
         ServerContext {
+            query: crate::query::QueryService::start(store.clone(), schema_state.clone()),
             schema_state,
             store,
             config,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod listeners;
+pub mod query;
 pub mod schemas;
 pub mod server;
 
