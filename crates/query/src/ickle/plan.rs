@@ -382,9 +382,12 @@ fn convert_param(
         (FieldClass::Enum(e), Value::Enum { name: Some(s), .. }) => {
             OwnedScalar::Int(enum_number(e, s, &field.name, pos)? as i128)
         }
-        (FieldClass::Enum(_), Value::Enum { name: None, number }) => {
-            OwnedScalar::Int(*number as i128)
-        }
+        (
+            FieldClass::Enum(_),
+            Value::Enum {
+                name: None, number, ..
+            },
+        ) => OwnedScalar::Int(*number as i128),
         (FieldClass::Enum(_), Value::Int32(_) | Value::Int64(_)) => OwnedScalar::Int(int_of(value)),
         _ => return Err(wrong()),
     })

@@ -742,6 +742,7 @@ fn enums_compare_by_name_or_number() {
     assert_eq!(
         rows[0],
         vec![Value::Enum {
+            type_name: Some("keycloak.State".into()),
             name: Some("RESTARTING".into()),
             number: 1
         }]

@@ -22,6 +22,8 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// An enum field's value: its name in the schema (when known) and its number.
     Enum {
+        /// The enum type's full name, when known.
+        type_name: Option<String>,
         name: Option<String>,
         number: i32,
     },
@@ -58,11 +60,18 @@ impl Value {
             R::String(s) => Value::String(s.clone()),
             R::Bytes(b) => Value::Bytes(b.to_vec()),
             R::EnumNumber(n) => {
-                let name = match field.kind() {
-                    Kind::Enum(e) => e.get_value(*n).map(|v| v.name().to_string()),
-                    _ => None,
+                let (type_name, name) = match field.kind() {
+                    Kind::Enum(e) => (
+                        Some(e.full_name().to_string()),
+                        e.get_value(*n).map(|v| v.name().to_string()),
+                    ),
+                    _ => (None, None),
                 };
-                Value::Enum { name, number: *n }
+                Value::Enum {
+                    type_name,
+                    name,
+                    number: *n,
+                }
             }
             R::Message(_) | R::List(_) | R::Map(_) => Value::Null,
         }

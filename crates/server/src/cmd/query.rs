@@ -184,7 +184,7 @@ pub fn query(ctx: &Arc<ServerContext>, h: RequestHeader, body: Bytes) -> Action 
                     let results = rows
                         .iter()
                         .flatten()
-                        .map(|v| Bytes::from(wrap(v).encode(&schemas)))
+                        .map(|v| Bytes::from(wrap(v, &schemas).encode(&schemas)))
                         .collect();
                     (rows.len(), results)
                 }
@@ -248,6 +248,7 @@ fn unwrap(v: WrappedValue) -> Option<Value> {
         WrappedValue::String(s) => Value::String(s),
         WrappedValue::Bytes(b) => Value::Bytes(b.to_vec()),
         WrappedValue::Enum { descriptor, number } => Value::Enum {
+            type_name: Some(descriptor.full_name().to_string()),
             name: descriptor.get_value(number).map(|v| v.name().to_string()),
             number,
         },
@@ -259,7 +260,7 @@ fn unwrap(v: WrappedValue) -> Option<Value> {
 }
 
 /// A projected value as Infinispan returns it: the Java type of the field, wrapped.
-fn wrap(v: &Value) -> WrappedValue {
+fn wrap(v: &Value, schemas: &Schemas) -> WrappedValue {
     match v {
         Value::Null => WrappedValue::Null,
         Value::Bool(b) => WrappedValue::Bool(*b),
@@ -272,7 +273,61 @@ fn wrap(v: &Value) -> WrappedValue {
         Value::Double(d) => WrappedValue::Double(*d),
         Value::String(s) => WrappedValue::String(s.clone()),
         Value::Bytes(b) => WrappedValue::Bytes(Bytes::from(b.clone())),
-        Value::Enum { name: Some(n), .. } => WrappedValue::String(n.clone()),
-        Value::Enum { name: None, number } => WrappedValue::Int32(*number),
+        // As ProtoStream wraps a Java enum: its type (id or name) and number.
+        Value::Enum {
+            type_name, number, ..
+        } => match type_name.as_deref().and_then(|t| schemas.enumeration(t)) {
+            Some(descriptor) => WrappedValue::Enum {
+                descriptor,
+                number: *number,
+            },
+            None => WrappedValue::Int32(*number),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrod_query::schema::SchemaRegistry;
+
+    #[test]
+    fn projections_wrap_as_the_java_server_does() {
+        let mut registry = SchemaRegistry::new();
+        registry.put_file(
+            "e.proto",
+            "syntax = \"proto3\";\npackage t;\n/** @TypeId(70001) */\nenum State { ALIVE = 0; GONE = 1; }\n",
+        );
+        let schemas = registry.schemas();
+        let state = Value::Enum {
+            type_name: Some("t.State".into()),
+            name: Some("GONE".into()),
+            number: 1,
+        };
+        match wrap(&state, &schemas) {
+            WrappedValue::Enum { descriptor, number } => {
+                assert_eq!((descriptor.full_name(), number), ("t.State", 1));
+            }
+            other => panic!("enum projection wrapped as {other:?}"),
+        }
+        // The enum's @TypeId goes on the wire (field 19), then the number (field 18).
+        assert_eq!(
+            wrap(&state, &schemas).encode(&schemas),
+            vec![0x98, 0x01, 0xF1, 0xA2, 0x04, 0x90, 0x01, 0x01]
+        );
+        let unknown = Value::Enum {
+            type_name: Some("t.Nope".into()),
+            name: None,
+            number: 3,
+        };
+        assert_eq!(wrap(&unknown, &schemas), WrappedValue::Int32(3));
+        assert_eq!(
+            wrap(&Value::UInt32(u32::MAX), &schemas),
+            WrappedValue::Int32(-1)
+        );
+        assert_eq!(
+            wrap(&Value::Null, &schemas).encode(&schemas),
+            Vec::<u8>::new()
+        );
     }
 }
