@@ -43,8 +43,9 @@ class QueryTest extends HotRodTestBase {
          .valueType(MediaType.APPLICATION_PROTOSTREAM).valueMarshaller(IdentityMarshaller.INSTANCE)
          .build();
 
-   private static String pkg(Case c) {
-      return ("q" + RUN + c.id()).replaceAll("[^A-Za-z0-9]", "_");
+   /** One schema package (hence entity type) per case and test: cases and tests share the server. */
+   private static String pkg(Case c, String test) {
+      return ("q" + RUN + c.id() + test).replaceAll("[^A-Za-z0-9]", "_");
    }
 
    /** The 16.x reference is a bare HotRod server without the remote-query module. */
@@ -74,11 +75,13 @@ class QueryTest extends HotRodTestBase {
       return out.toByteArray();
    }
 
-   /** RemoteAuthenticatedClientSessionEntity's first fields, wrapped with the type's name. */
+   /** RemoteAuthenticatedClientSessionEntity's first fields, wrapped with the type's name; a null userId is left out. */
    private static byte[] clientSession(String type, String clientId, String userId, String userSessionId, String realmId) {
       ByteArrayOutputStream msg = new ByteArrayOutputStream();
       field(msg, 1, clientId.getBytes(StandardCharsets.UTF_8));
-      field(msg, 2, userId.getBytes(StandardCharsets.UTF_8));
+      if (userId != null) {
+         field(msg, 2, userId.getBytes(StandardCharsets.UTF_8));
+      }
       field(msg, 3, userSessionId.getBytes(StandardCharsets.UTF_8));
       field(msg, 4, realmId.getBytes(StandardCharsets.UTF_8));
       ByteArrayOutputStream out = new ByteArrayOutputStream();
@@ -87,8 +90,8 @@ class QueryTest extends HotRodTestBase {
       return out.toByteArray();
    }
 
-   private String setUp(Case c) {
-      String pkg = pkg(c);
+   private String setUp(Case c, String test) {
+      String pkg = pkg(c, test);
       RemoteCache<String, String> meta = cache(c, "___protobuf_metadata");
       String schema = """
             syntax = "proto3";
@@ -118,7 +121,7 @@ class QueryTest extends HotRodTestBase {
       };
       for (int i = 0; i < rows.length; i++) {
          String[] r = rows[i];
-         raw.put(wrappedString(key(c, "query", i)), clientSession(type, r[0], r[1], r[2], r[3]));
+         raw.put(wrappedString(key(c, test, i)), clientSession(type, r[0], r[1], r[2], r[3]));
       }
       return type;
    }
@@ -135,7 +138,7 @@ class QueryTest extends HotRodTestBase {
    @MethodSource("cases")
    void keycloakQueryShapesAndDelete(Case c) {
       assumeQueries(c);
-      String type = setUp(c);
+      String type = setUp(c, "shapes");
       RemoteCache<Object, Object> cache = proto(c);
 
       Query<Object[]> q = Search.getQueryFactory(cache).create(
@@ -173,20 +176,44 @@ class QueryTest extends HotRodTestBase {
       delete.setParameter("p3", "r1");
       assertEquals(4, delete.executeStatement());
       RemoteCache<byte[], byte[]> raw = this.<byte[], byte[]>proto(c).withDataFormat(RAW_PROTO);
-      assertNull(raw.get(wrappedString(key(c, "query", 0))), "deleted");
-      assertNotNull(raw.get(wrappedString(key(c, "query", 2))), "not matched, kept");
+      assertNull(raw.get(wrappedString(key(c, "shapes", 0))), "deleted");
+      assertNotNull(raw.get(wrappedString(key(c, "shapes", 2))), "not matched, kept");
       Query<Object[]> left = Search.getQueryFactory(cache).create("SELECT e.userSessionId FROM " + type + " e ORDER BY e.userSessionId");
       assertEquals(List.of(List.of("us-1")), rows(left.execute().list()));
    }
 
    @ParameterizedTest(name = NAME)
    @MethodSource("cases")
+   void nullFieldsInConditionsAndOrdering(Case c) {
+      assumeQueries(c);
+      String type = setUp(c, "nulls");
+      RemoteCache<byte[], byte[]> raw = this.<byte[], byte[]>proto(c).withDataFormat(RAW_PROTO);
+      raw.put(wrappedString(key(c, "nulls", "nouser")), clientSession(type, "app-z", null, "us-9", "r1"));
+      RemoteCache<Object, Object> cache = proto(c);
+      // != is NOT(=): an entity without the field matches.
+      Query<Object[]> ne = Search.getQueryFactory(cache).create(
+            "SELECT e.userSessionId FROM " + type + " e WHERE e.userId != 'u1' ORDER BY e.userSessionId");
+      assertEquals(List.of(List.of("us-1"), List.of("us-2"), List.of("us-9")), rows(ne.execute().list()));
+      Query<Object[]> isNull = Search.getQueryFactory(cache).create(
+            "SELECT e.userSessionId FROM " + type + " e WHERE e.userId IS NULL");
+      assertEquals(List.of(List.of("us-9")), rows(isNull.execute().list()));
+      // Ordering on a field some entities lack: nulls first ascending, last descending.
+      Query<Object[]> asc = Search.getQueryFactory(cache).create(
+            "SELECT e.userId, e.userSessionId FROM " + type + " e WHERE e.clientId IN ('app-z', 'app-c') ORDER BY e.userId");
+      assertEquals(Arrays.asList(Arrays.asList(null, "us-9"), List.of("u3", "us-2")), rows(asc.execute().list()));
+      Query<Object[]> desc = Search.getQueryFactory(cache).create(
+            "SELECT e.userId, e.userSessionId FROM " + type + " e WHERE e.clientId IN ('app-z', 'app-c') ORDER BY e.userId DESC");
+      assertEquals(Arrays.asList(List.of("u3", "us-2"), Arrays.asList(null, "us-9")), rows(desc.execute().list()));
+   }
+
+   @ParameterizedTest(name = NAME)
+   @MethodSource("cases")
    void badQueriesFailClearly(Case c) {
       assumeQueries(c);
-      String type = setUp(c);
+      String type = setUp(c, "bad");
       RemoteCache<Object, Object> cache = proto(c);
       for (String bad : new String[] {
-            "FROM " + pkg(c) + ".NoSuchEntity e",
+            "FROM " + pkg(c, "bad") + ".NoSuchEntity e",
             "SELECT e.nope FROM " + type + " e",
             "FROM " + type + " e WHERE e.realmId = ",
       }) {
@@ -194,10 +221,10 @@ class QueryTest extends HotRodTestBase {
          HotRodClientException e = assertThrows(HotRodClientException.class, () -> q.execute().list(), bad);
          assertNotNull(e.getMessage(), bad);
       }
-      Query<Object[]> unknownDelete = Search.getQueryFactory(cache).create("DELETE FROM " + pkg(c) + ".NoSuchEntity WHERE realmId = 'r1'");
+      Query<Object[]> unknownDelete = Search.getQueryFactory(cache).create("DELETE FROM " + pkg(c, "bad") + ".NoSuchEntity WHERE realmId = 'r1'");
       assertThrows(HotRodClientException.class, unknownDelete::executeStatement);
       // Nothing was removed by any of it.
       Query<Object[]> all = Search.getQueryFactory(cache).create("SELECT count(e) FROM " + type + " e");
-      assertTrue((long) all.execute().list().get(0)[0] >= 5L);
+      assertEquals(5L, (long) all.execute().list().get(0)[0]);
    }
 }
