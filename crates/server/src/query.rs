@@ -6,10 +6,10 @@
 //! carries this replica's committed writes and every other replica's. For each change the
 //! entry is re-read from the cache's map (the replica's truth) rather than taken from the
 //! event, so the order in which changes are applied cannot leave a stale entity behind. A
-//! query first waits until every change published so far is applied: on SQLite (local writes
-//! are published before they are acknowledged) a query sees every write acknowledged before
-//! it; on PostgreSQL it may lag by the change feed's delay, as reads of other replicas' writes
-//! do. Queries only consider entries still alive in the cache, so entries expired but not yet
+//! query first waits until this replica's acknowledged writes have been published (SQLite
+//! publishes them before acknowledging; on PostgreSQL the feed follower publishes them a moment
+//! later) and every published change is applied, so it sees its replica's own writes; other
+//! replicas' writes show once the change feed delivers them, as for reads. Queries only consider entries still alive in the cache, so entries expired but not yet
 //! reaped, and CLEARs (which publish no per-key changes), never show. An index built with
 //! older schemas (a `.proto` was registered or changed since) is rebuilt before it is used.
 
@@ -25,6 +25,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::schemas::SchemaState;
+
+/// The longest a query waits for the change feed to publish this replica's own writes.
+const OWN_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an entity result carries back: the stored value, sent to clients as it was written,
 /// and its version (DELETE removes only what it matched).
@@ -115,8 +118,18 @@ impl QueryService {
         }
     }
 
-    /// Waits until every change published so far has been applied to the indexes.
+    /// Waits until every write this replica acknowledged so far, and every change published so
+    /// far, is applied to the indexes. On PostgreSQL the follower publishes this replica's own
+    /// writes too, a moment after they were acknowledged: wait for it (bounded, so a stalled
+    /// feed makes queries stale rather than stuck, like reads of other replicas' writes).
     pub async fn caught_up(&self) {
+        let target = self.store.local_commit_position();
+        if self.store.feed_position() < target {
+            let deadline = tokio::time::Instant::now() + OWN_WRITES_WAIT;
+            while self.store.feed_position() < target && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         if self.barrier.send(tx).await.is_ok() {
             let _ = rx.await;

@@ -499,3 +499,66 @@ async fn default_max_results_is_100() {
     let resp = response(&c.req(request(q, &[], Some(140), Some(-1))).await);
     assert_eq!((resp.num_results, resp.hit_count), (10, 150));
 }
+
+/// On PostgreSQL (change feed between replicas): a replica's query sees its own acknowledged
+/// writes at once, and another replica's once the feed delivers them; a DELETE on one replica
+/// removes the entries everywhere.
+#[tokio::test]
+async fn two_postgres_replicas() {
+    let Some(db) = PgDb::create("ickle_query").await else {
+        return;
+    };
+    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
+    let a = Server::start_with(opts.clone()).await;
+    let b_ = Server::start_with(opts).await;
+    register_schema(&a).await;
+    let s = schemas();
+    let mut ca = a.client().await.with_cache("sessions");
+    let mut cb = b_.client().await.with_cache("sessions");
+    let q = "FROM keycloak.RemoteUserSessionEntity e WHERE e.realmId = :r ORDER BY e.userSessionId";
+    for i in 0..5 {
+        ca.put_bytes(
+            ws(&format!("k{i}")),
+            session(&s, &format!("us-{i}"), "r1", "u", None),
+        )
+        .await;
+        let resp = response(&ca.req(request(q, &[("r", "r1")], None, None)).await);
+        assert_eq!(
+            resp.hit_count,
+            i + 1,
+            "replica A sees its own write {i} at once"
+        );
+    }
+    let mut seen = 0;
+    for _ in 0..200 {
+        let r = cb.req(request(q, &[("r", "r1")], None, None)).await;
+        if r.header.status == status::SUCCESS {
+            seen = response(&r).hit_count;
+            if seen == 5 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 5, "replica B learns A's writes from the feed");
+    let resp = response(
+        &cb.req(request(
+            "DELETE FROM keycloak.RemoteUserSessionEntity WHERE realmId = :p0",
+            &[("p0", "r1")],
+            None,
+            None,
+        ))
+        .await,
+    );
+    assert_eq!(resp.hit_count, 5);
+    let mut left = 5;
+    for _ in 0..200 {
+        left = response(&ca.req(request(q, &[("r", "r1")], None, None)).await).hit_count;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "B's DELETE reaches A");
+    assert_eq!(ca.get_bytes(ws("k0")).await, None);
+}
