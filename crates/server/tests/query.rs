@@ -461,6 +461,14 @@ async fn bad_queries_are_clear_errors_and_change_nothing() {
         .await,
     );
     assert!(msg.contains("malformed QueryRequest"), "{msg}");
+    // A JSON QueryRequest (value media type application/json) is refused, not misread.
+    let mut f = c.frame(
+        request("FROM keycloak.RemoteUserSessionEntity", &[], None, None),
+        0,
+    );
+    f.header.value_type = ferrod_codec::MediaType::from_name("application/json");
+    let msg = error_text(&c.call(f).await);
+    assert!(msg.contains("application/json"), "{msg}");
     // An unknown cache.
     let mut nc = server.client().await.with_cache("no-such-cache");
     let r = nc

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrod_codec::{status, MediaType, RequestHeader, Response, ResponseBody};
+use ferrod_codec::{status, RequestHeader, Response, ResponseBody};
 use ferrod_query::ickle::{self, IckleError, Paging, QueryRows, Value};
 use ferrod_query::schema::Schemas;
 use ferrod_query::wrapped::{self, WrappedValue};
@@ -20,9 +20,6 @@ use crate::context::ServerContext;
 /// Infinispan's `query.default-max-results`: rows returned when the request sets no limit
 /// (the hit count still counts every match).
 pub const DEFAULT_MAX_RESULTS: u64 = 100;
-
-/// The `application/json` predefined media type id; JSON query requests are not served.
-const JSON_MEDIA_ID: u32 = 7;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QueryRequest {
@@ -80,8 +77,11 @@ pub fn query(ctx: &Arc<ServerContext>, h: RequestHeader, body: Bytes) -> Action 
         Ok(c) => c,
         Err(resp) => return Action::Respond(*resp),
     };
-    if matches!(&h.value_type, MediaType::Predefined { id, .. } if *id == JSON_MEDIA_ID)
-        || matches!(&h.value_type, MediaType::Custom { name, .. } if name.eq_ignore_ascii_case("application/json"))
+    // The Java client sends a JSON QueryRequest (and expects JSON back) when the request's
+    // value media type is application/json; only the protobuf form is served.
+    if h.value_type
+        .name()
+        .is_some_and(|n| n.eq_ignore_ascii_case("application/json"))
     {
         return Action::Respond(error(&h, "QUERY with application/json requests is not supported by ferrod; use application/x-protostream"));
     }
