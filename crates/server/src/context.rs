@@ -21,6 +21,8 @@ pub struct ServerContext {
     pub listeners: Arc<ListenerRegistry>,
     /// SASL and authorization; `None` when no credentials file is configured (no auth).
     pub auth: Option<Arc<Authenticator>>,
+    /// Schemas and per-cache query indexes (QUERY).
+    pub query: Arc<crate::query::QueryService>,
     /// This replica's schema registry (`___protobuf_metadata`); see [`crate::schemas`].
     pub schema_state: Arc<SchemaState>,
     next_connection_id: AtomicU64,
@@ -54,6 +56,7 @@ pub const SERVED_OPERATIONS: &[u8] = &[
     op::GET_ALL,
     op::ADD_CLIENT_LISTENER,
     op::REMOVE_CLIENT_LISTENER,
+    op::QUERY,
     op::ITERATION_START,
     op::ITERATION_NEXT,
     op::ITERATION_END,
@@ -73,6 +76,7 @@ impl ServerContext {
         let schema_state = Arc::new(SchemaState::default());
         schema_state.resync(&store);
         ServerContext {
+            query: crate::query::QueryService::start(store.clone(), schema_state.clone()),
             schema_state,
             store,
             config,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod listeners;
+pub mod query;
 pub mod rest;
 pub mod schemas;
 pub mod server;

@@ -105,8 +105,8 @@ async fn ping_tails_per_version() {
             raw.windows(2).any(|w| w == [0x00, 0xEF]),
             "0xEF written as a short"
         );
-        // Ops that are not served must not be advertised.
-        assert!(!p.operations.contains(&op::QUERY));
+        // QUERY is served (and advertised); ops that are not served must not be.
+        assert!(p.operations.contains(&op::QUERY));
         assert!(!p.operations.contains(&op::PREPARE_TX));
     }
 }

@@ -381,6 +381,19 @@ impl Store {
         self.core.feed.position()
     }
 
+    /// With a change-feed follower (PostgreSQL): the highest change-log seq this replica's
+    /// writer committed. Once [`Store::feed_position`] reaches it, every local write
+    /// acknowledged so far has been applied and published to [`Store::subscribe`]rs (readers
+    /// that must see their own writes wait for that). 0 without a follower (SQLite), where
+    /// local writes are published before they are acknowledged.
+    pub fn local_commit_position(&self) -> i64 {
+        if self.core.feed.follows() {
+            *self.core.feed.notify.borrow()
+        } else {
+            0
+        }
+    }
+
     /// Test hook: while paused, the change feed does not poll (simulates a replica that falls
     /// behind).
     #[doc(hidden)]

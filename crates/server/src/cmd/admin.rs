@@ -17,9 +17,15 @@ pub fn clear(ctx: &Arc<ServerContext>, h: RequestHeader) -> Action {
         Ok(c) => c,
         Err(resp) => return Action::Respond(*resp),
     };
+    let ctx = ctx.clone();
     Action::Write(Box::pin(async move {
         match cache.clear().await {
-            Ok(()) => status_only(&h, status::SUCCESS),
+            Ok(()) => {
+                // A CLEAR publishes no per-key changes: drop the cache's query index (queries
+                // also skip entries no longer in the cache); the next query rebuilds it.
+                ctx.query.forget(cache.name());
+                status_only(&h, status::SUCCESS)
+            }
             Err(e) => store_error(&h, e),
         }
     }))
@@ -165,13 +171,15 @@ pub fn exec(
                 }
             }))
         }
-        // ferrod keeps no secondary index yet, so re-indexing is complete as soon as it is asked;
-        // the cache must exist, as on Infinispan.
+        // Both rebuild the cache's query index from memory with the schemas as registered now
+        // (indexed fields come from the schema's annotations); the cache must exist, as on
+        // Infinispan.
         "@@cache@reindex" | "@@cache@updateindexschema" => {
             let name = param(&params, "name").unwrap_or("");
             if ctx.store.cache(name).is_none() {
                 return Action::Respond(task_error(&h, format!("cache '{name}' not found")));
             }
+            ctx.query.reindex(name);
             Action::Respond(ok_bytes(&h, Bytes::new()))
         }
         other => Action::Respond(task_error(&h, format!("unknown task '{other}'"))),

@@ -7,6 +7,7 @@ mod iteration;
 mod keyed;
 mod listener;
 mod ping;
+pub mod query;
 mod stream;
 
 use std::future::Future;
@@ -244,6 +245,7 @@ fn dispatch_request(
         Request::EndPutStream { stream_id } => {
             Action::Respond(stream::end_put(state, &header, stream_id))
         }
+        Request::Query { query } => query::query(ctx, &state.auth, header, query),
         Request::AddClientListener {
             listener_id,
             include_current_state,
