@@ -1,0 +1,50 @@
+'use strict';
+// Scans Keycloak's logs for WARN/ERROR lines of its remote-cache layer: categories
+// org.keycloak.*infinispan* and org.infinispan.*. Each allowed line is listed in ALLOWED with the
+// reason it is expected; everything else fails the stage.
+
+const fs = require('node:fs');
+
+const LINE = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARN|ERROR)\s+\[([^\]]+)\]\s+\(([^)]*)\)\s?(.*)$/;
+
+function isRemoteCacheCategory(category) {
+  return category.startsWith('org.infinispan') || (category.startsWith('org.keycloak') && /infinispan/i.test(category));
+}
+
+/**
+ * Expected lines. `when` names the step during which it may appear ('always' = any time).
+ * Steps that deliberately break connections (kill -9, rolling replacement) are named by the tests.
+ */
+const ALLOWED = [
+  {
+    // 26.4+ creates its caches itself: the HotRod client PINGs each cache first, logs the
+    // server's CacheNotFoundException at WARN, then runs @@cache@getorcreate (keycloak-contract
+    // §2.3). Appears once per cache on a fresh ferrod database.
+    re: /ISPN004005: Error received from the server: .*CacheNotFoundException: Cache with name '(work|loginFailures|authenticationSessions|actionTokens|sessions|clientSessions|offlineSessions|offlineClientSessions)' not found/,
+    when: 'always',
+  },
+  {
+    // kill -9 of *both* replicas is a real outage: requests Keycloak sends in the second before
+    // the replicas are back (its own background pings, listener re-registration) fail after the
+    // client's retries. Only during that step.
+    re: /ISPN004007: Exception encountered\. Retry \d+ out of \d+: .*TransportException.*(ISPN004071: Connection to .* was closed while waiting for response|Connection refused)/,
+    when: 'kill9',
+  },
+];
+
+/** Returns the disallowed lines of `file` (from byte `from` on), each { level, category, text }. */
+function scanLog(file, { from = 0, steps = [] } = {}) {
+  const text = fs.readFileSync(file, 'utf8').slice(from);
+  const bad = [];
+  for (const line of text.split('\n')) {
+    const m = line.match(LINE);
+    if (!m) continue;
+    const [, level, category, , msg] = m;
+    if (!isRemoteCacheCategory(category)) continue;
+    const allowed = ALLOWED.some((a) => a.re.test(msg) && (a.when === 'always' || steps.includes(a.when)));
+    if (!allowed) bad.push({ level, category, text: line.slice(0, 600) });
+  }
+  return bad;
+}
+
+module.exports = { scanLog, ALLOWED };
