@@ -62,8 +62,9 @@ class Replica {
  * connections close and the client's reconnects land on the others. No HotRod parsing.
  */
 class RoundRobinProxy {
-  constructor(backends /* () => number[] ports */) {
+  constructor(backends /* () => number[] ports */, tap /* optional (Buffer) => void, client->server bytes */) {
     this.backends = backends;
+    this.tap = tap;
     this.next = 0;
     this.server = undefined;
     this.port = undefined;
@@ -104,6 +105,7 @@ class RoundRobinProxy {
         upstream.once('close', () => { this.sockets.delete(upstream); client.destroy(); });
         upstream.on('error', () => upstream.destroy());
         client.once('close', () => upstream.destroy());
+        if (this.tap) client.on('data', (d) => this.tap(d));
         client.pipe(upstream);
         upstream.pipe(client);
         client.resume();
@@ -116,6 +118,29 @@ class RoundRobinProxy {
     for (const s of this.sockets) s.destroy();
     if (this.server) await new Promise((r) => this.server.close(() => r()));
   }
+}
+
+/**
+ * Diagnostics only: finds HotRod QUERY (0x1F) requests in a chunk of client bytes and returns
+ * their cache and Ickle text, so the report can say which query on which cache ferrod refused.
+ * A heuristic scan (request magic 0xA0, message id vLong, version 3.1/4.0/4.1, opcode 0x1F, cache
+ * name; the query string is the first Ickle-looking text after it), not a frame parser: a query
+ * split across TCP reads is missed.
+ */
+function sniffQueries(chunk) {
+  const s = chunk.toString('latin1');
+  const found = [];
+  const head = /\xA0[\x80-\xFF]{0,9}[\x00-\x7F][\x1F\x28\x29]\x1F([\x01-\x7F])/g;
+  let m;
+  while ((m = head.exec(s)) !== null) {
+    const len = m[1].charCodeAt(0);
+    const start = m.index + m[0].length;
+    const cache = s.slice(start, start + len);
+    const rest = s.slice(start + len, start + len + 4096);
+    const q = rest.match(/(?:DELETE FROM|SELECT|FROM) [\x20-\x7E]+/);
+    found.push({ cache, query: q ? q[0] : '(query text not found in this read)' });
+  }
+  return found;
 }
 
 /**
@@ -136,7 +161,10 @@ class HotRodRoute {
 
   async start() {
     if (this.kind === 'proxy') {
-      this.proxy = new RoundRobinProxy(() => this.replicas.map((r) => r.port));
+      const log = path.join(this.dir, 'hotrod-queries.log');
+      this.proxy = new RoundRobinProxy(() => this.replicas.map((r) => r.port), (d) => {
+        for (const q of sniffQueries(d)) fs.appendFileSync(log, `${new Date().toISOString()} ${q.cache}: ${q.query}\n`);
+      });
       await this.proxy.start();
     }
   }
@@ -159,4 +187,4 @@ class HotRodRoute {
   }
 }
 
-module.exports = { Replica, RoundRobinProxy, HotRodRoute };
+module.exports = { Replica, RoundRobinProxy, HotRodRoute, sniffQueries };

@@ -15,6 +15,7 @@ const REALM = 'ferrod';
 const CLIENT = 'app';
 const USER = 'alice';
 const LOAD_WORKERS = Number(process.env.KC_LOAD_WORKERS || 3);
+const LOAD_PASSWORD = 'Load-pass-1';
 
 /** Asserts `p` rejects with an HttpError whose status is one of `statuses`; returns it. */
 async function refused(p, statuses, what) {
@@ -78,7 +79,20 @@ class Scenario {
       },
       expect: [201],
     });
-    // Node 2 sees all three (from the shared database).
+    // One user per load worker: Keycloak's brute-force protection blocks concurrent logins of one
+    // user by design (26.x "concurrent login requests are blocked by default when brute force is
+    // enabled"), so parallel workers must not share a user.
+    for (let w = 0; w < LOAD_WORKERS; w++) {
+      await request('POST', kc.admin(`/${REALM}/users`), {
+        token,
+        json: {
+          username: `load${w}`, enabled: true, email: `load${w}@proto-tests.invalid`, emailVerified: true, firstName: 'Load', lastName: `Worker ${w}`,
+          credentials: [{ type: 'password', value: LOAD_PASSWORD, temporary: false }],
+        },
+        expect: [201],
+      });
+    }
+    // Node 2 sees the user (from the shared database).
     const t2 = await this.admin(this.kc2);
     const users = (await request('GET', this.kc2.admin(`/${REALM}/users?username=${USER}&exact=true`), { token: t2 })).body;
     assert.equal(users.length, 1, 'node 2 sees the user');
@@ -206,6 +220,9 @@ class Scenario {
     assert.equal(after.session_state, before.session_state);
     await this.kc1.userinfo(REALM, after.access_token);
     this.session = after;
+    this.report.sessionAfterRestart = this.stage.mode === 'multi-site'
+      ? 'kept (user sessions live in Keycloak\'s database in multi-site mode; ferrod kept login failures, action tokens, auth sessions)'
+      : 'kept (user sessions live in ferrod)';
   }
 
   /** The brute-force state of the user as `kc` sees it (read from the loginFailures cache). */
@@ -250,7 +267,7 @@ class Scenario {
         const b = nodes[(w + i + 1) % 2];
         try {
           requests += 1;
-          const t = await a.passwordGrant(REALM, CLIENT, USER, this.password);
+          const t = await a.passwordGrant(REALM, CLIENT, `load${w}`, LOAD_PASSWORD);
           requests += 1;
           const r = await b.refresh(REALM, CLIENT, t.refresh_token);
           sessions.set(r.session_state, r.refresh_token);

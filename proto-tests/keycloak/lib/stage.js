@@ -115,6 +115,7 @@ class Stage {
     this.replicas = [];
     this.nodes = [];
     this.timings = {};
+    this.started = false;
     this.notes = [];
   }
 
@@ -160,11 +161,20 @@ class Stage {
     }
     for (const n of this.nodes) await n.ports();
     this.timings.keycloakStartS = await timed(() => Promise.all(this.nodes.map((n) => n.start())));
+    this.started = true;
   }
 
   async restartKeycloak() {
     await Promise.all(this.nodes.map((n) => n.stop()));
     await Promise.all(this.nodes.map((n) => n.start()));
+  }
+
+  /** The distinct QUERY requests the proxy saw (cache: Ickle), in first-seen order. */
+  queriesSeen() {
+    const file = path.join(this.dir, 'hotrod-queries.log');
+    if (!fs.existsSync(file)) return [];
+    const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => l.slice(l.indexOf(' ') + 1));
+    return [...new Set(lines)];
   }
 
   async stop() {
