@@ -117,7 +117,8 @@ class Scenario {
       { token: await this.admin(kc) })).body;
     const nodes = [this.kc1, this.kc2, this.kc1];
     for (const kc of nodes) {
-      await refused(kc.passwordGrant(REALM, CLIENT, USER, 'wrong-password'), [401], 'wrong password');
+      // 26.4 answers 401, 26.7 answers 400 (both invalid_grant).
+      await refused(kc.passwordGrant(REALM, CLIENT, USER, 'wrong-password'), [400, 401], 'wrong password');
     }
     const locked = await status(this.kc2);
     assert.equal(locked.numFailures, 3, `node 2 counts the failures of both nodes: ${JSON.stringify(locked)}`);
@@ -201,7 +202,7 @@ class Scenario {
       await sleep(50);
     }
     assert.equal(seen, value, 'node 2 sees node 1\'s realm change within 2 s (work-cache listener invalidation)');
-    this.report.realmInvalidationMs = Date.now() - t0;
+    (this.report.realmInvalidationMs ||= []).push(Date.now() - t0);
   }
 
   async logoutAcrossNodes() {
