@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite: unit and integration tests (SQLite and PostgreSQL), then ferrod driven by the
-# real clients (Java 15.0.x and 16.0.x, npm `infinispan`), each also against a real Infinispan.
-# Installs or starts whatever it needs (PostgreSQL, Maven and npm dependencies) itself.
+# real clients (Java 15.0.x and 16.0.x, npm `infinispan`), each also against a real Infinispan, and
+# real Keycloak nodes end to end. Installs or starts whatever it needs (PostgreSQL, Maven and npm
+# dependencies, Keycloak distributions) itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,6 +31,9 @@ step "Java HotRod clients 15.0.x and 16.0.x"
 
 step "npm infinispan client"
 ./proto-tests/node/run.sh
+
+step "Keycloak 26.4.7 and 26.7.3 (two nodes) against two ferrod replicas"
+./proto-tests/keycloak/run.sh
 
 step "done"
 echo "all suites passed"
