@@ -215,7 +215,10 @@ class Scenario {
   async restartKeycloak() {
     const before = await this.kc1.passwordGrant(REALM, CLIENT, USER, this.password);
     const lockBefore = await this.lockStatus(this.kc2);
+    const window = { name: 'kcRestart', from: Date.now(), to: Infinity };
+    this.windows.push(window);
     this.report.timings.keycloakRestartS = await timed(() => this.stage.restartKeycloak());
+    window.to = Date.now();
     assert.deepEqual(await this.lockStatus(this.kc2), lockBefore, 'login-failure state unchanged by the restart');
     const after = await this.kc2.refresh(REALM, CLIENT, before.refresh_token);
     assert.equal(after.session_state, before.session_state);
