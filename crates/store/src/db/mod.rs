@@ -24,7 +24,7 @@ use crate::{CacheDef, StoreConfig, StoreError};
 
 /// How many keys go into one `ANY($n)` array. Bounds statement size; PostgreSQL has no hard
 /// limit, but huge arrays make slow plans and big messages.
-const PG_CHUNK: usize = 1000;
+pub(crate) const PG_CHUNK: usize = 1000;
 
 /// Cloning shares the pool.
 #[derive(Clone)]
@@ -71,6 +71,40 @@ pub(crate) struct ChangeRow {
     pub value: Option<Bytes>,
     /// Whether to publish an event (rows written before migration 3 say true).
     pub notify: bool,
+}
+
+/// What [`Tx::write_one_cache_pg`] did.
+pub(crate) struct OneCacheWrite {
+    /// Rows inserted (fewer than asked: another process inserted one of these keys first).
+    pub inserted: u64,
+    /// How many of the keys read as absent have a row on the statement's snapshot.
+    pub absent_found: u64,
+    /// The change rows' seqs, in the order of the changes.
+    pub seqs: Vec<i64>,
+}
+
+/// What [`Tx::lock_read_pg`] found.
+#[derive(Default)]
+pub(crate) struct LockedRead {
+    pub rows: Vec<(Bytes, RowMeta)>,
+    pub versions: Vec<i64>,
+}
+
+/// The advisory lock (two-int4 form, so it cannot collide with the single-bigint migration
+/// lock) that every write batch on PostgreSQL holds for a key while it decides and writes it.
+/// Part of the protocol between replicas: every ferrod version must compute the same value, so
+/// this is a fixed function (64-bit FNV-1a over the cache name's length, the name and the key),
+/// never a std hasher whose output may change between Rust releases.
+pub(crate) fn key_lock(cache: &str, key: &[u8]) -> (i32, i32) {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let len = u32::try_from(cache.len()).unwrap_or(u32::MAX).to_le_bytes();
+    for b in len.iter().chain(cache.as_bytes()).chain(key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    ((h >> 32) as u32 as i32, h as u32 as i32)
 }
 
 /// The name of the expiration lease in `ferrod_leases`.
@@ -931,9 +965,10 @@ impl Tx {
         updates: &[(&Bytes, &Row)],
         inserts: &[(&Bytes, &Row)],
         changes: &[Change],
+        absent: &[Bytes],
         origin: &str,
         now: i64,
-    ) -> Result<Option<(u64, Vec<i64>)>, sqlx::Error> {
+    ) -> Result<Option<OneCacheWrite>, sqlx::Error> {
         const MAX_BYTES: usize = 16 * 1024 * 1024;
         let Tx::Postgres(t) = self else {
             return Ok(None);
@@ -951,7 +986,12 @@ impl Tx {
                     c.key.as_ref().map_or(0, |k| k.len()) + c.value.as_ref().map_or(0, |v| v.len())
                 })
                 .sum::<usize>();
-        if changes.is_empty() || rows > PG_CHUNK || changes.len() > PG_CHUNK || bytes > MAX_BYTES {
+        if changes.is_empty()
+            || rows > PG_CHUNK
+            || changes.len() > PG_CHUNK
+            || absent.len() > PG_CHUNK
+            || bytes > MAX_BYTES
+        {
             return Ok(None);
         }
         let u = Columns::of(updates);
@@ -965,7 +1005,7 @@ impl Tx {
         let notify: Vec<bool> = changes.iter().map(|c| c.notify).collect();
         // Data-modifying CTEs all run (referenced or not), on the same snapshot; the three
         // entry statements touch disjoint keys.
-        let got: Vec<(i64, i64)> = sqlx::query_as(
+        let got: Vec<(i64, i64, i64)> = sqlx::query_as(
             "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
              RETURNING 1), \
              upd AS (UPDATE ferrod_entries AS e SET value = u.value, version = u.version, \
@@ -986,8 +1026,10 @@ impl Tx {
              FROM UNNEST($19::text[], $20::bytea[], $21::text[], $22::int8[], $23::int8[], \
              $24::bytea[], $25::bool[]) \
              WITH ORDINALITY AS x(cache, key, kind, version, prev, value, notify, ord) \
-             ORDER BY x.ord RETURNING seq) \
-             SELECT (SELECT COUNT(*) FROM ins)::int8, seq FROM chg",
+             ORDER BY x.ord RETURNING seq), \
+             chk AS (SELECT COUNT(*) AS n FROM ferrod_entries \
+             WHERE cache = $1 AND key = ANY($28::bytea[])) \
+             SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg",
         )
         .bind(cache)
         .bind(key_slices(deletes))
@@ -1016,12 +1058,104 @@ impl Tx {
         .bind(notify)
         .bind(origin)
         .bind(now)
+        .bind(key_slices(absent))
         .fetch_all(&mut **t)
         .await?;
-        let inserted = got.first().map_or(0, |(n, _)| *n as u64);
-        let mut seqs: Vec<i64> = got.into_iter().map(|(_, s)| s).collect();
+        let inserted = got.first().map_or(0, |(n, _, _)| *n as u64);
+        let absent_found = got.first().map_or(0, |(_, n, _)| *n as u64);
+        let mut seqs: Vec<i64> = got.into_iter().map(|(_, _, s)| s).collect();
         seqs.sort_unstable();
-        Ok(Some((inserted, seqs)))
+        Ok(Some(OneCacheWrite {
+            inserted,
+            absent_found,
+            seqs,
+        }))
+    }
+
+    /// PostgreSQL: how many of `keys` have a row, on a snapshot taken now (see
+    /// [`Tx::lock_read_pg`] for why a batch asks again about keys it read as absent).
+    pub async fn count_rows_pg(&mut self, cache: &str, keys: &[Bytes]) -> Result<u64, sqlx::Error> {
+        let Tx::Postgres(t) = self else {
+            return Ok(0);
+        };
+        let mut n = 0u64;
+        for chunk in keys.chunks(PG_CHUNK) {
+            let c: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*)::int8 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
+            )
+            .bind(cache)
+            .bind(key_slices(chunk))
+            .fetch_one(&mut **t)
+            .await?;
+            n += c as u64;
+        }
+        Ok(n)
+    }
+
+    /// PostgreSQL: the reading half of a write batch for one cache in one statement (one round
+    /// trip instead of three), in this order, each step made to wait for the one before:
+    /// 1. the cache row, `FOR SHARE` (a CLEAR or removal of the cache takes it exclusively);
+    /// 2. one transaction-scoped advisory lock per key (`key_locks`, sorted and distinct, see
+    ///    [`key_lock`]), so that every writer of a key, also one that finds no row to lock
+    ///    yet, holds a lock in common with every other writer of it;
+    /// 3. the rows of `keys` (sorted, distinct, at most `PG_CHUNK`), `FOR UPDATE`, in key order;
+    /// 4. `versions` values of the version sequence, taken after every lock is held, so they
+    ///    are above any version a previous writer of these keys committed.
+    ///
+    /// The rows are read on the statement's snapshot, taken before it waited for any lock:
+    /// rows that existed then are returned as the latest committed version (`FOR UPDATE`
+    /// follows updates and skips deletions), but a row another writer of the key inserted and
+    /// committed while this statement waited for the key's lock is not seen. So keys this
+    /// returns no row for must be checked again on a later snapshot (the write statement does,
+    /// see [`Tx::write_one_cache_pg`], or [`Tx::count_rows_pg`]): if one has a row by then,
+    /// the batch is re-run. Once the advisory locks are held nobody else can create them.
+    ///
+    /// Returns None if the cache row does not exist (nothing was locked or taken), else the
+    /// rows found and the versions (ascending).
+    pub async fn lock_read_pg(
+        &mut self,
+        cache: &str,
+        keys: &[Bytes],
+        key_locks: &[(i32, i32)],
+        versions: usize,
+    ) -> Result<Option<LockedRead>, sqlx::Error> {
+        let Tx::Postgres(t) = self else {
+            return Err(sqlx::Error::Protocol(
+                "internal error: PostgreSQL-only statement on SQLite".into(),
+            ));
+        };
+        let hi: Vec<i32> = key_locks.iter().map(|l| l.0).collect();
+        let lo: Vec<i32> = key_locks.iter().map(|l| l.1).collect();
+        // Each CTE is MATERIALIZED and the next one refers to it through an uncommitted
+        // sub-select (an InitPlan, evaluated before the referring scan starts), which is what
+        // orders the steps. The first column tells the three kinds of result rows apart.
+        let rows = sqlx::query(
+            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE),              a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM              (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo)              WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s),              r AS MATERIALIZED (SELECT e.key, e.version, e.created_ms, e.lifespan_ms,              e.last_used_ms, e.max_idle_ms FROM ferrod_entries e              WHERE e.cache = $1 AND e.key = ANY($2::bytea[]) AND (SELECT n FROM a) >= 0              ORDER BY e.key FOR UPDATE),              v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version              FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0              AND EXISTS (SELECT 1 FROM c))              SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8,              0::int8, 0::int8 FROM c              UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms,              max_idle_ms FROM r              UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v",
+        )
+        .bind(cache)
+        .bind(key_slices(keys))
+        .bind(hi)
+        .bind(lo)
+        .bind(i64::try_from(versions).unwrap_or(i64::MAX))
+        .fetch_all(&mut **t)
+        .await?;
+        let mut out = LockedRead::default();
+        let mut present = false;
+        for r in &rows {
+            match r.try_get::<i16, _>(0)? {
+                0 => present = true,
+                1 => {
+                    let k: Vec<u8> = r.try_get(1)?;
+                    out.rows.push((Bytes::from(k), meta_pg(r, 2)?));
+                }
+                _ => out.versions.push(r.try_get(2)?),
+            }
+        }
+        if !present {
+            return Ok(None);
+        }
+        out.versions.sort_unstable();
+        Ok(Some(out))
     }
 
     /// Locks the rows of the given caches (sorted names) in `ferrod_caches`: shared by write
