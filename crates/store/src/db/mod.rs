@@ -26,6 +26,52 @@ use crate::{CacheDef, StoreConfig, StoreError};
 /// limit, but huge arrays make slow plans and big messages.
 pub(crate) const PG_CHUNK: usize = 1000;
 
+/// SQLite: rows per multi-row statement. Each statement is a hop to sqlx's SQLite worker
+/// thread (a thread wake-up, costly on a busy machine), so a batch sends a few multi-row
+/// statements rather than one per key. Row lists are sent in power-of-two sizes, so a
+/// connection prepares (and caches) only a few distinct statement texts.
+const SQLITE_CHUNK: usize = 128;
+
+/// `?, ?, ...` (n placeholders).
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// `(?, ?), (?, ?), ...` (rows x cols placeholders).
+fn value_rows(rows: usize, cols: usize) -> String {
+    let one = format!("({})", placeholders(cols));
+    vec![one; rows].join(", ")
+}
+
+/// Splits `n` items into power-of-two parts of at most `SQLITE_CHUNK` (largest first), for
+/// statements that must not repeat a row.
+fn pow2_parts(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let part = if n >= SQLITE_CHUNK {
+            SQLITE_CHUNK
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        out.push(part);
+        n -= part;
+    }
+    out
+}
+
+/// The padded size of a list of `n` (1..=SQLITE_CHUNK) items where repeating an item is
+/// harmless (IN lists, rows whose repeat is a no-op).
+fn padded(n: usize) -> usize {
+    n.next_power_of_two().min(SQLITE_CHUNK)
+}
+
 /// Cloning shares the pool.
 #[derive(Clone)]
 pub(crate) enum Backend {
@@ -608,17 +654,20 @@ impl Tx {
         let mut out = Vec::new();
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    let row = sqlx::query(
-                        "SELECT version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                         FROM ferrod_entries WHERE cache = ? AND key = ?",
-                    )
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .fetch_optional(&mut **t)
-                    .await?;
-                    if let Some(r) = row {
-                        out.push((k.clone(), meta_sqlite(&r, 0)?));
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "SELECT key, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                         FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    for r in q.fetch_all(&mut **t).await? {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        out.push((Bytes::from(k), meta_sqlite(&r, 1)?));
                     }
                 }
             }
@@ -651,16 +700,20 @@ impl Tx {
         let mut out = Vec::new();
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    let row =
-                        sqlx::query("SELECT value FROM ferrod_entries WHERE cache = ? AND key = ?")
-                            .bind(cache)
-                            .bind(k.as_ref())
-                            .fetch_optional(&mut **t)
-                            .await?;
-                    if let Some(r) = row {
-                        let v: Vec<u8> = r.try_get(0)?;
-                        out.push((k.clone(), Bytes::from(v)));
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "SELECT key, value FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    for r in q.fetch_all(&mut **t).await? {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        let v: Vec<u8> = r.try_get(1)?;
+                        out.push((Bytes::from(k), Bytes::from(v)));
                     }
                 }
             }
@@ -745,24 +798,31 @@ impl Tx {
         match self {
             Tx::Sqlite(t) => {
                 let mut n = 0;
-                for (k, r) in rows {
-                    n += sqlx::query(
+                for chunk in rows.chunks(SQLITE_CHUNK) {
+                    // The padding repeats the last row: its repeat conflicts with the row just
+                    // inserted and does nothing, so the count is still that of distinct rows.
+                    let m = padded(chunk.len());
+                    let sql = format!(
                         "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
                          lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cache, key) DO NOTHING",
-                    )
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .bind(r.value.as_ref())
-                    .bind(r.version)
-                    .bind(r.created_ms)
-                    .bind(r.lifespan_ms)
-                    .bind(r.last_used_ms)
-                    .bind(r.max_idle_ms)
-                    .bind(r.expires_at())
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected();
+                         VALUES {} ON CONFLICT (cache, key) DO NOTHING",
+                        value_rows(m, 9)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for i in 0..m {
+                        let (k, r) = chunk[i.min(chunk.len() - 1)];
+                        q = q
+                            .bind(cache)
+                            .bind(k.as_ref())
+                            .bind(r.value.as_ref())
+                            .bind(r.version)
+                            .bind(r.created_ms)
+                            .bind(r.lifespan_ms)
+                            .bind(r.last_used_ms)
+                            .bind(r.max_idle_ms)
+                            .bind(r.expires_at());
+                    }
+                    n += q.execute(&mut **t).await?.rows_affected();
                 }
                 Ok(n)
             }
@@ -805,23 +865,35 @@ impl Tx {
         }
         match self {
             Tx::Sqlite(t) => {
-                for (k, r) in rows {
-                    sqlx::query(
-                        "UPDATE ferrod_entries SET value = ?, version = ?, created_ms = ?, \
-                         lifespan_ms = ?, last_used_ms = ?, max_idle_ms = ?, expires_ms = ? \
-                         WHERE cache = ? AND key = ?",
-                    )
-                    .bind(r.value.as_ref())
-                    .bind(r.version)
-                    .bind(r.created_ms)
-                    .bind(r.lifespan_ms)
-                    .bind(r.last_used_ms)
-                    .bind(r.max_idle_ms)
-                    .bind(r.expires_at())
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .execute(&mut **t)
-                    .await?;
+                for chunk in rows.chunks(SQLITE_CHUNK) {
+                    // The rows exist (the transaction holds the database's write lock since it
+                    // read them), so this upsert only updates; a repeated last row (padding)
+                    // writes the same values again.
+                    let m = padded(chunk.len());
+                    let sql = format!(
+                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
+                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) VALUES {} \
+                         ON CONFLICT (cache, key) DO UPDATE SET value = excluded.value, \
+                         version = excluded.version, created_ms = excluded.created_ms, \
+                         lifespan_ms = excluded.lifespan_ms, last_used_ms = excluded.last_used_ms, \
+                         max_idle_ms = excluded.max_idle_ms, expires_ms = excluded.expires_ms",
+                        value_rows(m, 9)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for i in 0..m {
+                        let (k, r) = chunk[i.min(chunk.len() - 1)];
+                        q = q
+                            .bind(cache)
+                            .bind(k.as_ref())
+                            .bind(r.value.as_ref())
+                            .bind(r.version)
+                            .bind(r.created_ms)
+                            .bind(r.lifespan_ms)
+                            .bind(r.last_used_ms)
+                            .bind(r.max_idle_ms)
+                            .bind(r.expires_at());
+                    }
+                    q.execute(&mut **t).await?;
                 }
             }
             Tx::Postgres(t) => {
@@ -858,12 +930,17 @@ impl Tx {
     pub async fn delete_rows(&mut self, cache: &str, keys: &[Bytes]) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    sqlx::query("DELETE FROM ferrod_entries WHERE cache = ? AND key = ?")
-                        .bind(cache)
-                        .bind(k.as_ref())
-                        .execute(&mut **t)
-                        .await?;
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "DELETE FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    q.execute(&mut **t).await?;
                 }
             }
             Tx::Postgres(t) => {
@@ -890,24 +967,34 @@ impl Tx {
         let mut seqs = Vec::with_capacity(changes.len());
         match self {
             Tx::Sqlite(t) => {
-                for c in changes {
-                    let seq: i64 = sqlx::query_scalar(
+                // No padding here (every row is a change). Rows of one VALUES list are inserted
+                // in order, so AUTOINCREMENT seqs ascend with it: sorting the returned seqs
+                // gives them in the order of `changes`.
+                let mut rest = changes;
+                for part in pow2_parts(changes.len()) {
+                    let (chunk, tail) = rest.split_at(part);
+                    rest = tail;
+                    let sql = format!(
                         "INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, \
-                         value, notify, origin, committed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                         RETURNING seq",
-                    )
-                    .bind(c.cache.as_str())
-                    .bind(c.key.as_deref())
-                    .bind(c.kind)
-                    .bind(c.version)
-                    .bind(c.prev_version)
-                    .bind(c.value.as_deref())
-                    .bind(c.notify)
-                    .bind(origin)
-                    .bind(now)
-                    .fetch_one(&mut **t)
-                    .await?;
-                    seqs.push(seq);
+                         value, notify, origin, committed_ms) VALUES {} RETURNING seq",
+                        value_rows(part, 9)
+                    );
+                    let mut q = sqlx::query_scalar(&sql);
+                    for c in chunk {
+                        q = q
+                            .bind(c.cache.as_str())
+                            .bind(c.key.as_deref())
+                            .bind(c.kind)
+                            .bind(c.version)
+                            .bind(c.prev_version)
+                            .bind(c.value.as_deref())
+                            .bind(c.notify)
+                            .bind(origin)
+                            .bind(now);
+                    }
+                    let mut got: Vec<i64> = q.fetch_all(&mut **t).await?;
+                    got.sort_unstable();
+                    seqs.extend(got);
                 }
             }
             Tx::Postgres(t) => {
