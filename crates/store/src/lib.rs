@@ -111,10 +111,10 @@ pub struct StoreConfig {
     /// maintenance and a put_all spanning lanes run as barriers). SQLite always uses one.
     /// Default 1 (the server's `writer_lanes` setting): on the project's 2-core machine, where the
     /// write path is CPU-bound, 4 lanes made smaller batches and lowered PUT throughput;
-    /// more lanes can only pay off when round trips, not CPU, bound a batch. Experimental:
-    /// more concurrent transactions make a known cross-replica race more likely (two replicas
-    /// inserting the same absent key hold no common row lock, so a slow insert can commit an
-    /// older version after another replica created and removed the key).
+    /// more lanes can only pay off when round trips, not CPU, bound a batch. (Writers of one
+    /// key, also of a key with no row yet, serialise on a per-key advisory lock, so more
+    /// transactions in flight, here or on other replicas, keep per-key order; see
+    /// `postgres_new_key_races` in tests/replicas.rs.)
     pub writer_lanes: usize,
     /// Rows of the change log older than this are pruned by the reaper.
     pub changelog_retention: Duration,

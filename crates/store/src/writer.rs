@@ -485,35 +485,39 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         .begin()
         .await
         .map_err(|e| BatchError::Retry(e.to_string()))?;
-    // Lock rows in one global order (cache rows by name, then entries by cache name and key)
-    // so that two processes writing the same keys wait for each other instead of
-    // deadlocking. Evaluation order stays FIFO. The shared lock on the cache row orders this
-    // batch against a CLEAR or removal of the cache (they take it exclusively).
+    // Lock in one global order (cache rows by name; then per cache, on PostgreSQL, the keys'
+    // advisory locks by lock id and the entry rows by key) so that two processes writing the
+    // same keys wait for each other instead of deadlocking. Evaluation order stays FIFO. The
+    // shared lock on the cache row orders this batch against a CLEAR or removal of the cache
+    // (they take it exclusively).
     let mut order: Vec<usize> = (0..caches.len()).collect();
     order.sort_by(|a, b| caches[*a].def.name.cmp(&caches[*b].def.name));
-    let names: Vec<&str> = order.iter().map(|i| caches[*i].def.name.as_str()).collect();
-    let present = tx.lock_caches(&names, false).await?;
-    // A cache another replica removed: its ops fail like ops on a removed cache handle.
-    let gone: Vec<bool> = caches
-        .iter()
-        .map(|c| c.removed.load(Ordering::Acquire) || !present.contains(&c.def.name))
-        .collect();
     let mut keys: Vec<BTreeSet<Bytes>> = vec![BTreeSet::new(); caches.len()];
     let mut versions_needed = 0usize;
     for (req, ci) in batch.iter().zip(&cache_of) {
-        if let (Op::Key(_, op, _), Some(ci)) = (&req.op, ci) {
-            if !gone[*ci] {
+        if let (Op::Key(c, op, _), Some(ci)) = (&req.op, ci) {
+            if !c.removed.load(Ordering::Acquire) {
                 keys[*ci].extend(op.keys().cloned());
                 versions_needed += op.versions_needed();
             }
         }
     }
+    let pg = !core.backend.is_sqlite();
+    // SQLite: BEGIN IMMEDIATE holds the database's one write lock, which covers everything.
+    let mut present: Vec<String> = Vec::new();
+    if !pg {
+        let names: Vec<&str> = order.iter().map(|i| caches[*i].def.name.as_str()).collect();
+        present = tx.lock_caches(&names, false).await?;
+    }
+    let mut versions: Option<Vec<i64>> = None;
     let mut slots: HashMap<(usize, Bytes), Slot> = HashMap::new();
     let mut floor = 0i64;
-    for ci in order {
+    let last = order.last().copied();
+    for &ci in &order {
         let cache = &caches[ci];
         let ks: Vec<Bytes> = keys[ci].iter().cloned().collect();
         if ks.is_empty() {
+            // Only when the cache handle was removed: its ops fail without SQL.
             continue;
         }
         // What memory held before the read: such a version was committed before it, so if the
@@ -522,7 +526,46 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
             .iter()
             .map(|k| cache.map.get(&k[..]).map(|e| e.version))
             .collect();
-        let metas = tx.fetch_meta(&cache.def.name, &ks).await?;
+        let metas = if !pg {
+            if !present.contains(&cache.def.name) {
+                continue;
+            }
+            tx.fetch_meta(&cache.def.name, &ks).await?
+        } else if ks.len() <= db::PG_CHUNK {
+            // Every writer of a key holds its advisory lock, also one that finds no row (a
+            // new key): that is what keeps two replicas creating the same key from both
+            // deciding on "absent", and versions and change seqs of a key in commit order.
+            let mut locks: Vec<(i32, i32)> = ks
+                .iter()
+                .map(|k| db::key_lock(&cache.def.name, k))
+                .collect();
+            locks.sort_unstable();
+            locks.dedup();
+            let want = if Some(ci) == last { versions_needed } else { 0 };
+            match tx.lock_read_pg(&cache.def.name, &ks, &locks, want).await? {
+                None => continue,
+                Some(read) => {
+                    present.push(cache.def.name.clone());
+                    if want > 0 {
+                        versions = Some(read.versions);
+                    }
+                    read.rows
+                }
+            }
+        } else {
+            // More keys than one statement takes (a huge put_all): hold the cache row
+            // exclusively instead of one advisory lock per key (their number is bounded by
+            // PostgreSQL's shared lock table); it excludes every other batch of the cache.
+            if tx
+                .lock_caches(&[cache.def.name.as_str()], true)
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
+            present.push(cache.def.name.clone());
+            tx.fetch_meta(&cache.def.name, &ks).await?
+        };
         let mut rows: HashMap<Bytes, Row> = HashMap::with_capacity(metas.len());
         let mut unresolved: HashMap<Bytes, RowMeta> = HashMap::new();
         for (k, m) in metas {
@@ -573,8 +616,17 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
             );
         }
     }
-
-    let versions = tx.alloc_versions(versions_needed, floor).await?;
+    // A cache another replica removed: its ops fail like ops on a removed cache handle.
+    let gone: Vec<bool> = caches
+        .iter()
+        .map(|c| c.removed.load(Ordering::Acquire) || !present.contains(&c.def.name))
+        .collect();
+    // Versions taken with the reads are used unless a stored version is not below them (only
+    // if the sequence was set back): then the allocation below retries past it.
+    let versions = match versions {
+        Some(v) if v.len() == versions_needed && v.first().is_none_or(|f| *f > floor) => v,
+        _ => tx.alloc_versions(versions_needed, floor).await?,
+    };
     // `now` is taken after the locks are held, so expiry is judged at the moment of decision.
     let mut ev = Eval {
         now: now_ms(),
@@ -625,8 +677,24 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
     // Another process inserted one of our new keys after we saw it absent: our decision for
     // it is void; re-running sees (and locks) their row.
     let raced = || BatchError::Retry("concurrent insert of the same key".into());
+    // PostgreSQL: keys read as absent, per cache, to be checked again on a fresh snapshot
+    // (see `Tx::lock_read_pg`).
+    let mut absent: Vec<Vec<Bytes>> = vec![Vec::new(); caches.len()];
+    if pg {
+        for ((ci, k), s) in &ev.slots {
+            if !s.db_exists {
+                absent[*ci].push(k.clone());
+            }
+        }
+    }
     let mut combined = None;
     if let [(name, deletes, updates, inserts)] = &writes[..] {
+        let ci = caches
+            .iter()
+            .position(|c| c.def.name == *name)
+            .unwrap_or_default();
+        // The other caches' keys (if any) are checked below.
+        let here = std::mem::take(&mut absent[ci]);
         combined = tx
             .write_one_cache_pg(
                 name,
@@ -634,18 +702,26 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
                 updates,
                 inserts,
                 &ev.changes,
+                &here,
                 &core.feed.origin,
                 now,
             )
             .await?;
-        if let Some((inserted, _)) = &combined {
-            if *inserted != inserts.len() as u64 {
+        match &combined {
+            Some(w) if w.inserted != inserts.len() as u64 || w.absent_found > 0 => {
                 return Err(raced());
             }
+            Some(_) => {}
+            None => absent[ci] = here,
+        }
+    }
+    for (ci, keys) in absent.iter().enumerate() {
+        if !keys.is_empty() && tx.count_rows_pg(&caches[ci].def.name, keys).await? > 0 {
+            return Err(raced());
         }
     }
     let seqs = match combined {
-        Some((_, seqs)) => seqs,
+        Some(w) => w.seqs,
         None => {
             for (name, deletes, updates, inserts) in &writes {
                 tx.delete_rows(name, deletes).await?;

@@ -24,7 +24,53 @@ use crate::{CacheDef, StoreConfig, StoreError};
 
 /// How many keys go into one `ANY($n)` array. Bounds statement size; PostgreSQL has no hard
 /// limit, but huge arrays make slow plans and big messages.
-const PG_CHUNK: usize = 1000;
+pub(crate) const PG_CHUNK: usize = 1000;
+
+/// SQLite: rows per multi-row statement. Each statement is a hop to sqlx's SQLite worker
+/// thread (a thread wake-up, costly on a busy machine), so a batch sends a few multi-row
+/// statements rather than one per key. Row lists are sent in power-of-two sizes, so a
+/// connection prepares (and caches) only a few distinct statement texts.
+const SQLITE_CHUNK: usize = 128;
+
+/// `?, ?, ...` (n placeholders).
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// `(?, ?), (?, ?), ...` (rows x cols placeholders).
+fn value_rows(rows: usize, cols: usize) -> String {
+    let one = format!("({})", placeholders(cols));
+    vec![one; rows].join(", ")
+}
+
+/// Splits `n` items into power-of-two parts of at most `SQLITE_CHUNK` (largest first), for
+/// statements that must not repeat a row.
+fn pow2_parts(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let part = if n >= SQLITE_CHUNK {
+            SQLITE_CHUNK
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        out.push(part);
+        n -= part;
+    }
+    out
+}
+
+/// The padded size of a list of `n` (1..=SQLITE_CHUNK) items where repeating an item is
+/// harmless (IN lists, rows whose repeat is a no-op).
+fn padded(n: usize) -> usize {
+    n.next_power_of_two().min(SQLITE_CHUNK)
+}
 
 /// Cloning shares the pool.
 #[derive(Clone)]
@@ -235,6 +281,40 @@ pub(crate) struct ChangeRow {
     pub value: Option<Bytes>,
     /// Whether to publish an event (rows written before migration 3 say true).
     pub notify: bool,
+}
+
+/// What [`Tx::write_one_cache_pg`] did.
+pub(crate) struct OneCacheWrite {
+    /// Rows inserted (fewer than asked: another process inserted one of these keys first).
+    pub inserted: u64,
+    /// How many of the keys read as absent have a row on the statement's snapshot.
+    pub absent_found: u64,
+    /// The change rows' seqs, in the order of the changes.
+    pub seqs: Vec<i64>,
+}
+
+/// What [`Tx::lock_read_pg`] found.
+#[derive(Default)]
+pub(crate) struct LockedRead {
+    pub rows: Vec<(Bytes, RowMeta)>,
+    pub versions: Vec<i64>,
+}
+
+/// The advisory lock (two-int4 form, so it cannot collide with the single-bigint migration
+/// lock) that every write batch on PostgreSQL holds for a key while it decides and writes it.
+/// Part of the protocol between replicas: every ferrod version must compute the same value, so
+/// this is a fixed function (64-bit FNV-1a over the cache name's length, the name and the key),
+/// never a std hasher whose output may change between Rust releases.
+pub(crate) fn key_lock(cache: &str, key: &[u8]) -> (i32, i32) {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let len = u32::try_from(cache.len()).unwrap_or(u32::MAX).to_le_bytes();
+    for b in len.iter().chain(cache.as_bytes()).chain(key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    ((h >> 32) as u32 as i32, h as u32 as i32)
 }
 
 /// The name of the expiration lease in `ferrod_leases`.
@@ -766,17 +846,20 @@ impl Tx {
         let mut out = Vec::new();
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    let row = sqlx::query(
-                        "SELECT version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                         FROM ferrod_entries WHERE cache = ? AND key = ?",
-                    )
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .fetch_optional(&mut **t)
-                    .await?;
-                    if let Some(r) = row {
-                        out.push((k.clone(), meta_sqlite(&r, 0)?));
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "SELECT key, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                         FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    for r in q.fetch_all(&mut **t).await? {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        out.push((Bytes::from(k), meta_sqlite(&r, 1)?));
                     }
                 }
             }
@@ -809,16 +892,20 @@ impl Tx {
         let mut out = Vec::new();
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    let row =
-                        sqlx::query("SELECT value FROM ferrod_entries WHERE cache = ? AND key = ?")
-                            .bind(cache)
-                            .bind(k.as_ref())
-                            .fetch_optional(&mut **t)
-                            .await?;
-                    if let Some(r) = row {
-                        let v: Vec<u8> = r.try_get(0)?;
-                        out.push((k.clone(), Bytes::from(v)));
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "SELECT key, value FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    for r in q.fetch_all(&mut **t).await? {
+                        let k: Vec<u8> = r.try_get(0)?;
+                        let v: Vec<u8> = r.try_get(1)?;
+                        out.push((Bytes::from(k), Bytes::from(v)));
                     }
                 }
             }
@@ -903,24 +990,31 @@ impl Tx {
         match self {
             Tx::Sqlite(t) => {
                 let mut n = 0;
-                for (k, r) in rows {
-                    n += sqlx::query(
+                for chunk in rows.chunks(SQLITE_CHUNK) {
+                    // The padding repeats the last row: its repeat conflicts with the row just
+                    // inserted and does nothing, so the count is still that of distinct rows.
+                    let m = padded(chunk.len());
+                    let sql = format!(
                         "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
                          lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cache, key) DO NOTHING",
-                    )
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .bind(r.value.as_ref())
-                    .bind(r.version)
-                    .bind(r.created_ms)
-                    .bind(r.lifespan_ms)
-                    .bind(r.last_used_ms)
-                    .bind(r.max_idle_ms)
-                    .bind(r.expires_at())
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected();
+                         VALUES {} ON CONFLICT (cache, key) DO NOTHING",
+                        value_rows(m, 9)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for i in 0..m {
+                        let (k, r) = chunk[i.min(chunk.len() - 1)];
+                        q = q
+                            .bind(cache)
+                            .bind(k.as_ref())
+                            .bind(r.value.as_ref())
+                            .bind(r.version)
+                            .bind(r.created_ms)
+                            .bind(r.lifespan_ms)
+                            .bind(r.last_used_ms)
+                            .bind(r.max_idle_ms)
+                            .bind(r.expires_at());
+                    }
+                    n += q.execute(&mut **t).await?.rows_affected();
                 }
                 Ok(n)
             }
@@ -963,23 +1057,35 @@ impl Tx {
         }
         match self {
             Tx::Sqlite(t) => {
-                for (k, r) in rows {
-                    sqlx::query(
-                        "UPDATE ferrod_entries SET value = ?, version = ?, created_ms = ?, \
-                         lifespan_ms = ?, last_used_ms = ?, max_idle_ms = ?, expires_ms = ? \
-                         WHERE cache = ? AND key = ?",
-                    )
-                    .bind(r.value.as_ref())
-                    .bind(r.version)
-                    .bind(r.created_ms)
-                    .bind(r.lifespan_ms)
-                    .bind(r.last_used_ms)
-                    .bind(r.max_idle_ms)
-                    .bind(r.expires_at())
-                    .bind(cache)
-                    .bind(k.as_ref())
-                    .execute(&mut **t)
-                    .await?;
+                for chunk in rows.chunks(SQLITE_CHUNK) {
+                    // The rows exist (the transaction holds the database's write lock since it
+                    // read them), so this upsert only updates; a repeated last row (padding)
+                    // writes the same values again.
+                    let m = padded(chunk.len());
+                    let sql = format!(
+                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
+                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) VALUES {} \
+                         ON CONFLICT (cache, key) DO UPDATE SET value = excluded.value, \
+                         version = excluded.version, created_ms = excluded.created_ms, \
+                         lifespan_ms = excluded.lifespan_ms, last_used_ms = excluded.last_used_ms, \
+                         max_idle_ms = excluded.max_idle_ms, expires_ms = excluded.expires_ms",
+                        value_rows(m, 9)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for i in 0..m {
+                        let (k, r) = chunk[i.min(chunk.len() - 1)];
+                        q = q
+                            .bind(cache)
+                            .bind(k.as_ref())
+                            .bind(r.value.as_ref())
+                            .bind(r.version)
+                            .bind(r.created_ms)
+                            .bind(r.lifespan_ms)
+                            .bind(r.last_used_ms)
+                            .bind(r.max_idle_ms)
+                            .bind(r.expires_at());
+                    }
+                    q.execute(&mut **t).await?;
                 }
             }
             Tx::Postgres(t) => {
@@ -1016,12 +1122,17 @@ impl Tx {
     pub async fn delete_rows(&mut self, cache: &str, keys: &[Bytes]) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(t) => {
-                for k in keys {
-                    sqlx::query("DELETE FROM ferrod_entries WHERE cache = ? AND key = ?")
-                        .bind(cache)
-                        .bind(k.as_ref())
-                        .execute(&mut **t)
-                        .await?;
+                for chunk in keys.chunks(SQLITE_CHUNK) {
+                    let n = padded(chunk.len());
+                    let sql = format!(
+                        "DELETE FROM ferrod_entries WHERE cache = ? AND key IN ({})",
+                        placeholders(n)
+                    );
+                    let mut q = sqlx::query(&sql).bind(cache);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+                    }
+                    q.execute(&mut **t).await?;
                 }
             }
             Tx::Postgres(t) => {
@@ -1048,24 +1159,34 @@ impl Tx {
         let mut seqs = Vec::with_capacity(changes.len());
         match self {
             Tx::Sqlite(t) => {
-                for c in changes {
-                    let seq: i64 = sqlx::query_scalar(
+                // No padding here (every row is a change). Rows of one VALUES list are inserted
+                // in order, so AUTOINCREMENT seqs ascend with it: sorting the returned seqs
+                // gives them in the order of `changes`.
+                let mut rest = changes;
+                for part in pow2_parts(changes.len()) {
+                    let (chunk, tail) = rest.split_at(part);
+                    rest = tail;
+                    let sql = format!(
                         "INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, \
-                         value, notify, origin, committed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                         RETURNING seq",
-                    )
-                    .bind(c.cache.as_str())
-                    .bind(c.key.as_deref())
-                    .bind(c.kind)
-                    .bind(c.version)
-                    .bind(c.prev_version)
-                    .bind(c.value.as_deref())
-                    .bind(c.notify)
-                    .bind(origin)
-                    .bind(now)
-                    .fetch_one(&mut **t)
-                    .await?;
-                    seqs.push(seq);
+                         value, notify, origin, committed_ms) VALUES {} RETURNING seq",
+                        value_rows(part, 9)
+                    );
+                    let mut q = sqlx::query_scalar(&sql);
+                    for c in chunk {
+                        q = q
+                            .bind(c.cache.as_str())
+                            .bind(c.key.as_deref())
+                            .bind(c.kind)
+                            .bind(c.version)
+                            .bind(c.prev_version)
+                            .bind(c.value.as_deref())
+                            .bind(c.notify)
+                            .bind(origin)
+                            .bind(now);
+                    }
+                    let mut got: Vec<i64> = q.fetch_all(&mut **t).await?;
+                    got.sort_unstable();
+                    seqs.extend(got);
                 }
             }
             Tx::Postgres(t) => {
@@ -1123,9 +1244,10 @@ impl Tx {
         updates: &[(&Bytes, &Row)],
         inserts: &[(&Bytes, &Row)],
         changes: &[Change],
+        absent: &[Bytes],
         origin: &str,
         now: i64,
-    ) -> Result<Option<(u64, Vec<i64>)>, sqlx::Error> {
+    ) -> Result<Option<OneCacheWrite>, sqlx::Error> {
         const MAX_BYTES: usize = 16 * 1024 * 1024;
         let Tx::Postgres(t) = self else {
             return Ok(None);
@@ -1143,7 +1265,12 @@ impl Tx {
                     c.key.as_ref().map_or(0, |k| k.len()) + c.value.as_ref().map_or(0, |v| v.len())
                 })
                 .sum::<usize>();
-        if changes.is_empty() || rows > PG_CHUNK || changes.len() > PG_CHUNK || bytes > MAX_BYTES {
+        if changes.is_empty()
+            || rows > PG_CHUNK
+            || changes.len() > PG_CHUNK
+            || absent.len() > PG_CHUNK
+            || bytes > MAX_BYTES
+        {
             return Ok(None);
         }
         let u = Columns::of(updates);
@@ -1157,7 +1284,7 @@ impl Tx {
         let notify: Vec<bool> = changes.iter().map(|c| c.notify).collect();
         // Data-modifying CTEs all run (referenced or not), on the same snapshot; the three
         // entry statements touch disjoint keys.
-        let got: Vec<(i64, i64)> = sqlx::query_as(
+        let got: Vec<(i64, i64, i64)> = sqlx::query_as(
             "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
              RETURNING 1), \
              upd AS (UPDATE ferrod_entries AS e SET value = u.value, version = u.version, \
@@ -1178,8 +1305,10 @@ impl Tx {
              FROM UNNEST($19::text[], $20::bytea[], $21::text[], $22::int8[], $23::int8[], \
              $24::bytea[], $25::bool[]) \
              WITH ORDINALITY AS x(cache, key, kind, version, prev, value, notify, ord) \
-             ORDER BY x.ord RETURNING seq) \
-             SELECT (SELECT COUNT(*) FROM ins)::int8, seq FROM chg",
+             ORDER BY x.ord RETURNING seq), \
+             chk AS (SELECT COUNT(*) AS n FROM ferrod_entries \
+             WHERE cache = $1 AND key = ANY($28::bytea[])) \
+             SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg",
         )
         .bind(cache)
         .bind(key_slices(deletes))
@@ -1208,12 +1337,104 @@ impl Tx {
         .bind(notify)
         .bind(origin)
         .bind(now)
+        .bind(key_slices(absent))
         .fetch_all(&mut **t)
         .await?;
-        let inserted = got.first().map_or(0, |(n, _)| *n as u64);
-        let mut seqs: Vec<i64> = got.into_iter().map(|(_, s)| s).collect();
+        let inserted = got.first().map_or(0, |(n, _, _)| *n as u64);
+        let absent_found = got.first().map_or(0, |(_, n, _)| *n as u64);
+        let mut seqs: Vec<i64> = got.into_iter().map(|(_, _, s)| s).collect();
         seqs.sort_unstable();
-        Ok(Some((inserted, seqs)))
+        Ok(Some(OneCacheWrite {
+            inserted,
+            absent_found,
+            seqs,
+        }))
+    }
+
+    /// PostgreSQL: how many of `keys` have a row, on a snapshot taken now (see
+    /// [`Tx::lock_read_pg`] for why a batch asks again about keys it read as absent).
+    pub async fn count_rows_pg(&mut self, cache: &str, keys: &[Bytes]) -> Result<u64, sqlx::Error> {
+        let Tx::Postgres(t) = self else {
+            return Ok(0);
+        };
+        let mut n = 0u64;
+        for chunk in keys.chunks(PG_CHUNK) {
+            let c: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*)::int8 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
+            )
+            .bind(cache)
+            .bind(key_slices(chunk))
+            .fetch_one(&mut **t)
+            .await?;
+            n += c as u64;
+        }
+        Ok(n)
+    }
+
+    /// PostgreSQL: the reading half of a write batch for one cache in one statement (one round
+    /// trip instead of three), in this order, each step made to wait for the one before:
+    /// 1. the cache row, `FOR SHARE` (a CLEAR or removal of the cache takes it exclusively);
+    /// 2. one transaction-scoped advisory lock per key (`key_locks`, sorted and distinct, see
+    ///    [`key_lock`]), so that every writer of a key, also one that finds no row to lock
+    ///    yet, holds a lock in common with every other writer of it;
+    /// 3. the rows of `keys` (sorted, distinct, at most `PG_CHUNK`), `FOR UPDATE`, in key order;
+    /// 4. `versions` values of the version sequence, taken after every lock is held, so they
+    ///    are above any version a previous writer of these keys committed.
+    ///
+    /// The rows are read on the statement's snapshot, taken before it waited for any lock:
+    /// rows that existed then are returned as the latest committed version (`FOR UPDATE`
+    /// follows updates and skips deletions), but a row another writer of the key inserted and
+    /// committed while this statement waited for the key's lock is not seen. So keys this
+    /// returns no row for must be checked again on a later snapshot (the write statement does,
+    /// see [`Tx::write_one_cache_pg`], or [`Tx::count_rows_pg`]): if one has a row by then,
+    /// the batch is re-run. Once the advisory locks are held nobody else can create them.
+    ///
+    /// Returns None if the cache row does not exist (nothing was locked or taken), else the
+    /// rows found and the versions (ascending).
+    pub async fn lock_read_pg(
+        &mut self,
+        cache: &str,
+        keys: &[Bytes],
+        key_locks: &[(i32, i32)],
+        versions: usize,
+    ) -> Result<Option<LockedRead>, sqlx::Error> {
+        let Tx::Postgres(t) = self else {
+            return Err(sqlx::Error::Protocol(
+                "internal error: PostgreSQL-only statement on SQLite".into(),
+            ));
+        };
+        let hi: Vec<i32> = key_locks.iter().map(|l| l.0).collect();
+        let lo: Vec<i32> = key_locks.iter().map(|l| l.1).collect();
+        // Each CTE is MATERIALIZED and the next one refers to it through an uncommitted
+        // sub-select (an InitPlan, evaluated before the referring scan starts), which is what
+        // orders the steps. The first column tells the three kinds of result rows apart.
+        let rows = sqlx::query(
+            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE),              a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM              (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo)              WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s),              r AS MATERIALIZED (SELECT e.key, e.version, e.created_ms, e.lifespan_ms,              e.last_used_ms, e.max_idle_ms FROM ferrod_entries e              WHERE e.cache = $1 AND e.key = ANY($2::bytea[]) AND (SELECT n FROM a) >= 0              ORDER BY e.key FOR UPDATE),              v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version              FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0              AND EXISTS (SELECT 1 FROM c))              SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8,              0::int8, 0::int8 FROM c              UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms,              max_idle_ms FROM r              UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v",
+        )
+        .bind(cache)
+        .bind(key_slices(keys))
+        .bind(hi)
+        .bind(lo)
+        .bind(i64::try_from(versions).unwrap_or(i64::MAX))
+        .fetch_all(&mut **t)
+        .await?;
+        let mut out = LockedRead::default();
+        let mut present = false;
+        for r in &rows {
+            match r.try_get::<i16, _>(0)? {
+                0 => present = true,
+                1 => {
+                    let k: Vec<u8> = r.try_get(1)?;
+                    out.rows.push((Bytes::from(k), meta_pg(r, 2)?));
+                }
+                _ => out.versions.push(r.try_get(2)?),
+            }
+        }
+        if !present {
+            return Ok(None);
+        }
+        out.versions.sort_unstable();
+        Ok(Some(out))
     }
 
     /// Locks the rows of the given caches (sorted names) in `ferrod_caches`: shared by write
