@@ -26,6 +26,9 @@ fi
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# The connection target's SQLite database, removed with the rest.
+export FERROD_FUZZ_DB_DIR="$WORK/db"
+mkdir -p "$FERROD_FUZZ_DB_DIR"
 
 run_target() {
   local dir=$1 target=$2

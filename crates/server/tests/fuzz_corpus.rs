@@ -149,3 +149,72 @@ fn write_seeds() {
         std::fs::copy(&p, dir.join(format!("frame_{name}"))).unwrap();
     }
 }
+
+/// Without libFuzzer (no nightly, no instrumentation): seeds mutated at random (byte flips,
+/// cuts, splices of two seeds) through the same checks, for `FERROD_MUTATE_SECONDS` (default 5).
+/// Run longer by hand with
+/// `FERROD_MUTATE_SECONDS=600 cargo test -p ferrod --test fuzz_corpus random_mutations -- --ignored --nocapture`;
+/// a failing input is written to `target/fuzz-mutation-failure` before the check runs.
+#[test]
+#[ignore]
+fn random_mutations() {
+    let db = tempfile::tempdir().unwrap();
+    std::env::set_var("FERROD_FUZZ_DB_DIR", db.path());
+    let seeds: Vec<Vec<u8>> = files(&fuzz_dir().join("corpus/connection"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let secs: u64 = std::env::var("FERROD_MUTATE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let last = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fuzz-mutation-failure");
+    let mut n = 0u64;
+    while std::time::Instant::now() < end {
+        let mut data = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..1 + next() % 4 {
+            match next() % 5 {
+                0 if !data.is_empty() => {
+                    let i = (next() % data.len() as u64) as usize;
+                    data[i] = next() as u8;
+                }
+                1 if !data.is_empty() => {
+                    let cut = (next() % data.len() as u64) as usize;
+                    data.truncate(cut);
+                }
+                2 => {
+                    let other = &seeds[(next() % seeds.len() as u64) as usize];
+                    data.extend_from_slice(other);
+                }
+                3 if !data.is_empty() => {
+                    let i = (next() % data.len() as u64) as usize;
+                    data.insert(i, next() as u8);
+                }
+                _ => {
+                    // A length or count byte pushed to an extreme.
+                    if !data.is_empty() {
+                        let i = (next() % data.len() as u64) as usize;
+                        data[i] = [0x00, 0x7F, 0x80, 0xFF][(next() % 4) as usize];
+                    }
+                }
+            }
+        }
+        let _ = std::fs::write(&last, &data);
+        harness::check(&data);
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&last);
+    eprintln!("{n} mutated inputs checked in {secs} s");
+}
