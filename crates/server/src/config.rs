@@ -452,7 +452,9 @@ impl Config {
             "idle_timeout_s",
             &cli.idle_timeout_s,
             file.idle_timeout_s,
-            600,
+            // Never by default, as Infinispan: Keycloak's pooled connections may rest for long,
+            // and a close racing with the next request costs that request a retry.
+            0,
             0,
         )?;
         let max_iterations = number(
@@ -758,7 +760,7 @@ mod tests {
         assert_eq!(c.caches[0].name, DEFAULT_CACHE_NAME);
         assert_eq!(c.max_key_bytes, 64 * 1024);
         assert_eq!(c.max_frame_bytes, 64 * 1024 * 1024 + 2 * 64 * 1024);
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.idle_timeout, None);
         assert_eq!(c.max_iterations_per_connection, 64);
     }
 
@@ -773,6 +775,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.max_frame_bytes, 1000 + 100 + 64 * 1024);
+        let c = Config::load(&cli(&["--idle-timeout-s", "30"])).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
         let c = Config::load(&cli(&[
             "--idle-timeout-s",
             "0",
