@@ -56,6 +56,15 @@ pub fn classify(first: u8, rest_enabled: bool) -> Protocol {
     }
 }
 
+/// Completes once the configured idle timeout has passed; never when there is none. A connection
+/// that has not sent its first byte yet is idle like one between requests.
+async fn idle_timeout(ctx: &ServerContext) {
+    match ctx.config.idle_timeout {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves one accepted connection until it closes or the server shuts down.
 pub async fn serve(
     ctx: Arc<ServerContext>,
@@ -69,6 +78,10 @@ pub async fn serve(
     let peeked = tokio::select! {
         r = stream.peek(&mut first) => r,
         _ = shutdown.recv() => return,
+        _ = idle_timeout(&ctx) => {
+            debug!(%peer, "closing connection: nothing sent within idle_timeout_s");
+            return;
+        }
     };
     match peeked {
         Ok(1..) => {}
@@ -135,6 +148,10 @@ async fn serve_tls(
     let read = tokio::select! {
         r = stream.read_buf(&mut prefix) => r,
         _ = shutdown.recv() => return,
+        _ = idle_timeout(&ctx) => {
+            debug!(%peer, "closing TLS connection: nothing sent within idle_timeout_s");
+            return;
+        }
     };
     match read {
         Ok(1..) => {}

@@ -41,7 +41,7 @@ const ALLOWED = [
     // listener (work-cache invalidation, session-expiration hash) to another server fails while no
     // replica is up, and it logs this. The step after the crash checks that node 2 still sees
     // node 1's realm changes, i.e. the work-cache listener is registered again.
-    re: /Error encountered trying to add listener org\.keycloak\.(cluster\.infinispan\.remote\.RemoteInfinispanNotificationManager|models\.sessions\.infinispan\.expiration\.ConsistentHash)@/,
+    re: /Error encountered trying to add listener org\.keycloak\.(cluster\.infinispan\.remote\.RemoteInfinispanNotificationManager|models\.sessions\.infinispan\.expiration\.ConsistentHash|models\.sessions\.infinispan\.listeners\.RemoteUserSessionExpirationListener)@/,
     when: 'kill9',
   },
   {
