@@ -199,7 +199,11 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
         return None;
     }
     let decoded = B64.decode(token.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
+    // RFC 7617 leaves the charset to the parties: Infinispan's REST client encodes ISO-8859-1,
+    // others UTF-8. Valid UTF-8 is taken as such, anything else as ISO-8859-1 (every byte a
+    // code point), so a password like "pässword" works from both.
+    let text = String::from_utf8(decoded)
+        .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect());
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
 }

@@ -307,6 +307,10 @@ async fn start_with_users() -> (Server, tempfile::TempDir) {
         let u = User::with_password(name, vec![role], "s3cret:pw", "default", 4096);
         users.users.insert(u.name.clone(), u);
     }
+    {
+        let u = User::with_password("latin", vec![Role::Monitor], "pässword", "default", 4096);
+        users.users.insert(u.name.clone(), u);
+    }
     let cert = User {
         name: "cert".into(),
         roles: vec![Role::Admin],
@@ -385,6 +389,20 @@ async fn with_credentials_rest_needs_basic_auth_and_the_role_except_the_probe_st
     assert!(json["local_site"].is_null(), "{json}");
     let (code, head, body) = http_with(&addr, "POST", offline, &admin).await;
     assert_eq!((code, body.as_str()), (200, "{}"), "{head}");
+
+    // A non-ASCII password in UTF-8 and in ISO-8859-1 (as Infinispan's REST client sends it).
+    use base64::Engine;
+    let latin1: Vec<u8> = "latin:pässword".chars().map(|c| c as u8).collect();
+    let latin1 = format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(latin1)
+    );
+    for headers in [basic("latin", "pässword"), latin1] {
+        let (code, head, _) = http_with(&addr, "GET", info, &headers).await;
+        assert_eq!(code, 200, "{headers:?}: {head}");
+    }
+    let (code, _, _) = http_with(&addr, "GET", info, &basic("latin", "passsword")).await;
+    assert_eq!(code, 401);
 
     // Authenticated but without ADMIN: info yes, the site operations 403 (no challenge).
     let app = basic("app", "s3cret:pw");
