@@ -69,8 +69,17 @@ pub async fn serve<S>(
         let ctx = ctx.clone();
         let peer = peer_for_log.clone();
         async move {
-            let authorization = req.headers().get(AUTHORIZATION);
-            Ok::<_, Infallible>(answer(&ctx, req.method(), req.uri(), authorization, &peer))
+            let Some(authorization) = req.headers().get(AUTHORIZATION).cloned() else {
+                return Ok::<_, Infallible>(answer(&ctx, req.method(), req.uri(), None, &peer));
+            };
+            // Checking a password derives its salted hash (thousands of HMAC rounds): off the
+            // runtime's threads, so other connections are not held up meanwhile.
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let work = move || answer(&ctx, &method, &uri, Some(&authorization), &peer);
+            Ok(tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+                debug!("REST request task failed: {e}");
+                reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "")
+            }))
         }
     });
     let conn = http1::Builder::new()
