@@ -16,15 +16,26 @@
 //!   from the database), so an HTTP probe takes the replica out of service.
 //!
 //! Every other path is 404, a known path with another method 405 (with `Allow`).
+//!
+//! With authentication on (a credentials file), requests authenticate with HTTP BASIC against
+//! the same users as HotRod (the password checked against the stored SCRAM-SHA-512 hash, as
+//! PLAIN is), which is what Infinispan's REST client picks (mechanism `AUTO`, as Keycloak's
+//! `RestInfinispanManagement` configures it) when the challenge offers `Basic`. As upstream's
+//! `ContainerResource` / `XSiteResource`: the two `health/status` paths stay anonymous (probes),
+//! container info and health JSON need a login, the x-site backup calls need ADMIN. A missing,
+//! malformed or wrong `Authorization` gets 401 with `WWW-Authenticate: Basic realm="<realm>"`,
+//! a user without the permission 403.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -32,8 +43,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::auth::roles::{self, Permissions};
+use crate::auth::Authenticator;
 use crate::context::ServerContext;
 
 /// Infinispan's REST context path.
@@ -51,9 +64,23 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer_for_log = peer.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(answer(&ctx, req.method(), req.uri())) }
+        let peer = peer_for_log.clone();
+        async move {
+            let Some(authorization) = req.headers().get(AUTHORIZATION).cloned() else {
+                return Ok::<_, Infallible>(answer(&ctx, req.method(), req.uri(), None, &peer));
+            };
+            // Checking a password derives its salted hash (thousands of HMAC rounds): off the
+            // runtime's threads, so other connections are not held up meanwhile.
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let work = move || answer(&ctx, &method, &uri, Some(&authorization), &peer);
+            Ok(tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+                debug!("REST request task failed: {e}");
+                reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "")
+            }))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -149,11 +176,94 @@ fn query_param<'a>(uri: &'a hyper::Uri, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// What a resource asks of the caller when authentication is on (upstream's per-invocation
+/// `anonymous` / `permission`).
+fn required(res: &Resource<'_>) -> Option<Permissions> {
+    match res {
+        Resource::HealthStatus => None,
+        Resource::Info | Resource::Health => Some(Permissions::NONE),
+        Resource::Backups | Resource::Backup(_) => Some(Permissions::ADMIN),
+    }
+}
+
+fn unauthorized(auth: &Authenticator) -> Reply {
+    let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "");
+    // The realm is a quoted-string: `"` and `\` would end it early.
+    let realm: String = auth
+        .realm
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// `Basic base64(user:password)` split into its parts; `None` when it is not that.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = B64.decode(token.trim()).ok()?;
+    // RFC 7617 leaves the charset to the parties: Infinispan's REST client encodes ISO-8859-1,
+    // others UTF-8. Valid UTF-8 is taken as such, anything else as ISO-8859-1 (every byte a
+    // code point), so a password like "pässword" works from both.
+    let text = String::from_utf8(decoded)
+        .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect());
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// `Ok` when the request may go on; else the 401/403 to answer.
+fn authorize(
+    auth: &Authenticator,
+    needed: Permissions,
+    authorization: Option<&HeaderValue>,
+    peer: &str,
+) -> Result<(), Box<Reply>> {
+    let Some(value) = authorization else {
+        return Err(Box::new(unauthorized(auth)));
+    };
+    let Some((user, password)) = basic_credentials(value) else {
+        info!(%peer, "HTTP authentication failed: the Authorization header is not Basic user:password");
+        return Err(Box::new(unauthorized(auth)));
+    };
+    let identity = auth.login(&user, &password).map_err(|why| {
+        info!(%peer, "HTTP authentication failed: {why}");
+        Box::new(unauthorized(auth))
+    })?;
+    if roles::permissions_of(&identity.roles).implies(needed) {
+        return Ok(());
+    }
+    Err(Box::new(reply(
+        StatusCode::FORBIDDEN,
+        "text/plain",
+        format!(
+            "ISPN000287: Unauthorized access: user '{user}' lacks '{}' permission on the cache container",
+            needed.name()
+        ),
+    )))
+}
+
 /// Answers one request; pure apart from reading the store's state.
-fn answer(ctx: &ServerContext, method: &Method, uri: &hyper::Uri) -> Reply {
+fn answer(
+    ctx: &ServerContext,
+    method: &Method,
+    uri: &hyper::Uri,
+    authorization: Option<&HeaderValue>,
+    peer: &str,
+) -> Reply {
     let Some(res) = resource(uri.path()) else {
         return not_found();
     };
+    if let (Some(auth), Some(needed)) = (&ctx.auth, required(&res)) {
+        if let Err(refused) = authorize(auth, needed, authorization, peer) {
+            return *refused;
+        }
+    }
     let ready = ctx.store.is_ready();
     let action = query_param(uri, "action");
     match res {
@@ -305,10 +415,16 @@ mod tests {
         let status: hyper::Uri = "/rest/v2/container/health/status".parse().unwrap();
         let health: hyper::Uri = "/rest/v2/container/health".parse().unwrap();
 
-        assert_eq!(answer(&ctx, &Method::GET, &status).status(), StatusCode::OK);
-        assert_eq!(answer(&ctx, &Method::GET, &health).status(), StatusCode::OK);
+        assert_eq!(
+            answer(&ctx, &Method::GET, &status, None, "t").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            answer(&ctx, &Method::GET, &health, None, "t").status(),
+            StatusCode::OK
+        );
         store.shutdown().await;
-        let r = answer(&ctx, &Method::GET, &status);
+        let r = answer(&ctx, &Method::GET, &status, None, "t");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = http_body_util::BodyExt::collect(r.into_body())
             .await
@@ -316,10 +432,10 @@ mod tests {
             .to_bytes();
         assert_eq!(&body[..], b"DEGRADED");
         assert_eq!(
-            answer(&ctx, &Method::HEAD, &status).status(),
+            answer(&ctx, &Method::HEAD, &status, None, "t").status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        let r = answer(&ctx, &Method::GET, &health);
+        let r = answer(&ctx, &Method::GET, &health, None, "t");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = http_body_util::BodyExt::collect(r.into_body())
             .await
@@ -329,7 +445,10 @@ mod tests {
         assert_eq!(json["cluster_health"]["health_status"], "DEGRADED");
         // Keycloak's calls do not depend on readiness.
         let info: hyper::Uri = "/rest/v2/container".parse().unwrap();
-        assert_eq!(answer(&ctx, &Method::GET, &info).status(), StatusCode::OK);
+        assert_eq!(
+            answer(&ctx, &Method::GET, &info, None, "t").status(),
+            StatusCode::OK
+        );
     }
 
     #[test]

@@ -281,3 +281,152 @@ async fn http_and_hotrod_connections_share_max_connections() {
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     server.stop().await;
 }
+
+/// (status, head, body) of one request with extra header lines (each ending in `\r\n`).
+async fn http_with(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    parse(&http_raw(addr, req.as_bytes()).await)
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {token}\r\n")
+}
+
+/// A server with a credentials file: `admin` (admin), `app` (application), `cert` (certificate
+/// only, no password).
+async fn start_with_users() -> (Server, tempfile::TempDir) {
+    use ferrod::auth::roles::Role;
+    use ferrod::auth::users::{User, Users};
+    let dir = tempfile::tempdir().unwrap();
+    let mut users = Users::default();
+    for (name, role) in [("admin", Role::Admin), ("app", Role::Application)] {
+        let u = User::with_password(name, vec![role], "s3cret:pw", "default", 4096);
+        users.users.insert(u.name.clone(), u);
+    }
+    {
+        let u = User::with_password("latin", vec![Role::Monitor], "pässword", "default", 4096);
+        users.users.insert(u.name.clone(), u);
+    }
+    let cert = User {
+        name: "cert".into(),
+        roles: vec![Role::Admin],
+        scram: Default::default(),
+        digest: Default::default(),
+    };
+    users.users.insert(cert.name.clone(), cert);
+    let path = dir.path().join("users.txt");
+    std::fs::write(&path, users.render()).unwrap();
+    let server = Server::start_with(
+        ServerOpts::default()
+            .arg("--credentials-file")
+            .arg(path.to_str().unwrap()),
+    )
+    .await;
+    (server, dir)
+}
+
+#[tokio::test]
+async fn with_credentials_rest_needs_basic_auth_and_the_role_except_the_probe_status() {
+    let (server, _dir) = start_with_users().await;
+    let addr = server.addr();
+    let info = "/rest/v2/container";
+    let offline = "/rest/v2/container/x-site/backups/site-b?action=take-offline";
+
+    // Probes stay anonymous, as upstream's health/status.
+    for path in [
+        "/rest/v2/container/health/status",
+        "/rest/v2/cache-managers/default/health/status",
+    ] {
+        let (code, head, body) = http(&addr, "GET", path).await;
+        assert_eq!((code, body.as_str()), (200, "HEALTHY"), "{path}: {head}");
+    }
+
+    // No, malformed or wrong credentials: 401 with the Basic challenge, nothing of the answer.
+    let no_colon = {
+        use base64::Engine;
+        let t = base64::engine::general_purpose::STANDARD.encode("adminnopassword");
+        format!("Authorization: Basic {t}\r\n")
+    };
+    let refused = [
+        String::new(),
+        "Authorization: Basic\r\n".to_string(),
+        "Authorization: Basic !!!not-base64\r\n".to_string(),
+        "Authorization: Bearer abc\r\n".to_string(),
+        "Authorization: Digest username=\"admin\"\r\n".to_string(),
+        no_colon,
+        basic("admin", "wrong"),
+        basic("admin", "s3cret"),
+        basic("nobody", "s3cret:pw"),
+        basic("cert", ""),
+    ];
+    for headers in &refused {
+        for (method, path) in [
+            ("GET", info),
+            ("GET", "/rest/v2/container/health"),
+            ("GET", "/rest/v2/container/x-site/backups"),
+            ("POST", offline),
+        ] {
+            let (code, head, body) = http_with(&addr, method, path, headers).await;
+            assert_eq!(code, 401, "{method} {path} with {headers:?}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: basic realm=\"default\""),
+                "{head}"
+            );
+            assert!(!body.contains("sites_view"), "{body}");
+        }
+    }
+
+    // The password (with a ':' in it) of a user with the role.
+    let admin = basic("admin", "s3cret:pw");
+    let (code, head, body) = http_with(&addr, "GET", info, &admin).await;
+    assert_eq!(code, 200, "{head}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(json["local_site"].is_null(), "{json}");
+    let (code, head, body) = http_with(&addr, "POST", offline, &admin).await;
+    assert_eq!((code, body.as_str()), (200, "{}"), "{head}");
+
+    // A non-ASCII password in UTF-8 and in ISO-8859-1 (as Infinispan's REST client sends it).
+    use base64::Engine;
+    let latin1: Vec<u8> = "latin:pässword".chars().map(|c| c as u8).collect();
+    let latin1 = format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(latin1)
+    );
+    for headers in [basic("latin", "pässword"), latin1] {
+        let (code, head, _) = http_with(&addr, "GET", info, &headers).await;
+        assert_eq!(code, 200, "{headers:?}: {head}");
+    }
+    let (code, _, _) = http_with(&addr, "GET", info, &basic("latin", "passsword")).await;
+    assert_eq!(code, 401);
+
+    // Authenticated but without ADMIN: info yes, the site operations 403 (no challenge).
+    let app = basic("app", "s3cret:pw");
+    let (code, head, _) = http_with(&addr, "GET", info, &app).await;
+    assert_eq!(code, 200, "{head}");
+    let (code, head, _) = http_with(&addr, "GET", "/rest/v2/container/health", &app).await;
+    assert_eq!(code, 200, "{head}");
+    for (method, path) in [
+        ("POST", offline),
+        ("GET", "/rest/v2/container/x-site/backups"),
+    ] {
+        let (code, head, body) = http_with(&addr, method, path, &app).await;
+        assert_eq!(code, 403, "{method} {path}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("www-authenticate"),
+            "{head}"
+        );
+        assert!(body.contains("lacks 'ADMIN'"), "{body}");
+    }
+
+    // Unknown paths stay 404 whoever asks; HotRod on the same port still wants SASL.
+    let (code, _, _) = http(&addr, "GET", "/rest/v2/caches").await;
+    assert_eq!(code, 404);
+    let mut c = server.client().await;
+    let r = c.req(ferrod_codec::Request::Get { key: b("k") }).await;
+    assert_eq!(r.header.status, status::SERVER_ERROR);
+}

@@ -811,3 +811,117 @@ async fn tls_settings_from_the_config_file() {
     assert_eq!(plain_ping(&server.addr()).await, Some(status::SUCCESS));
     server.stop().await;
 }
+
+async fn mech_list(c: &mut TlsClient) -> Vec<String> {
+    match tls_call(c, Request::AuthMechList).await.unwrap().body {
+        ResponseBody::AuthMechs(m) => m,
+        other => panic!("not a mechanism list: {other:?}"),
+    }
+}
+
+async fn external(c: &mut TlsClient, authzid: &str) -> ferrod_codec::Response {
+    tls_call(
+        c,
+        Request::Auth {
+            mechanism: "EXTERNAL".into(),
+            response: bytes::Bytes::copy_from_slice(authzid.as_bytes()),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sasl_external_authenticates_as_the_client_certificate_with_its_users_roles() {
+    let pki = pki();
+    let ca_pem = pki.dir.path().join("ca.pem");
+    let roots = [pki.ca.der()];
+    // `app` is a certificate-only user (roles, no password); `stranger` has no line.
+    let users = pki.dir.path().join("users.txt");
+    std::fs::write(&users, "app roles=observer\n").unwrap();
+    let app = pki.ca.issue("app", &[], true);
+    let stranger = pki.ca.issue("stranger", &[], true);
+
+    let server = Server::start_with(
+        tls_opts(&pki)
+            .arg("--tls-client-auth")
+            .arg("optional")
+            .arg("--tls-client-ca")
+            .arg(&p(&ca_pem))
+            .arg("--credentials-file")
+            .arg(&p(&users)),
+    )
+    .await;
+    let addr = server.addr();
+
+    // CN=app: EXTERNAL offered; another authzid refused (connection stays usable); then in.
+    let mut c = tls_connect(&addr, "localhost", client_config(&roots, Some(&app)))
+        .await
+        .unwrap();
+    assert!(mech_list(&mut c).await.contains(&"EXTERNAL".to_string()));
+    let r = external(&mut c, "admin").await;
+    assert_eq!(r.header.status, status::SERVER_ERROR, "{r:?}");
+    let r = tls_call(&mut c, Request::Get { key: b("k") })
+        .await
+        .unwrap();
+    assert_eq!(r.header.status, status::SERVER_ERROR, "not authenticated");
+    let r = external(&mut c, "app").await;
+    assert_eq!(
+        r.body,
+        ResponseBody::Auth {
+            complete: true,
+            challenge: bytes::Bytes::new()
+        }
+    );
+    // The roles of the user `app`: observer reads, may not write.
+    let r = tls_call(&mut c, Request::Get { key: b("k") })
+        .await
+        .unwrap();
+    assert_eq!(r.header.status, status::KEY_DOES_NOT_EXIST, "{r:?}");
+    let put = Request::Put {
+        key: b("k"),
+        expiration: EXP_DEFAULT,
+        value: b("v"),
+    };
+    let r = tls_call(&mut c, put).await.unwrap();
+    assert_eq!(r.header.status, status::SERVER_ERROR);
+    assert!(
+        format!("{:?}", r.body).contains("user 'app' lacks 'WRITE'"),
+        "{r:?}"
+    );
+
+    // An empty authzid means "the certificate's identity".
+    let mut c = tls_connect(&addr, "localhost", client_config(&roots, Some(&app)))
+        .await
+        .unwrap();
+    let r = external(&mut c, "").await;
+    assert_eq!(r.header.status, status::SUCCESS, "{r:?}");
+
+    // TLS without a client certificate: EXTERNAL neither offered nor accepted.
+    let mut c = tls_connect(&addr, "localhost", client_config(&roots, None))
+        .await
+        .unwrap();
+    let mechs = mech_list(&mut c).await;
+    assert!(mechs.contains(&"SCRAM-SHA-512".to_string()), "{mechs:?}");
+    assert!(!mechs.contains(&"EXTERNAL".to_string()), "{mechs:?}");
+    for authzid in ["", "app"] {
+        let r = external(&mut c, authzid).await;
+        assert_eq!(r.header.status, status::SERVER_ERROR, "{r:?}");
+    }
+    let r = tls_call(&mut c, Request::Get { key: b("k") })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header.status,
+        status::SERVER_ERROR,
+        "still not authenticated"
+    );
+
+    // A trusted certificate whose name is no user: refused.
+    let mut c = tls_connect(&addr, "localhost", client_config(&roots, Some(&stranger)))
+        .await
+        .unwrap();
+    assert!(mech_list(&mut c).await.contains(&"EXTERNAL".to_string()));
+    let r = external(&mut c, "").await;
+    assert_eq!(r.header.status, status::SERVER_ERROR, "{r:?}");
+}

@@ -96,14 +96,13 @@ class Server {
   constructor(kind, name, opts = {}) {
     this.kind = kind;
     this.name = name;
+    /** Extra command-line arguments for ferrod (TLS settings, a credentials file). */
     this.ferrodArgs = opts.ferrodArgs || [];
     this.port = undefined;
     this.proc = undefined;
     this.dir = undefined;
     this.logFile = undefined;
     this.starts = 0;
-    /** Extra command-line arguments for ferrod (e.g. a credentials file). */
-    this.ferrodArgs = [];
   }
 
   get address() {

@@ -5,29 +5,17 @@
 
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { Server, targets } = require('../lib/servers');
 const { VERSIONS, connect, disconnect, disconnectAll, key, errorText } = require('../lib/client');
+const { PASSWORD, addUser, sasl } = require('../lib/auth');
 
-const PASSWORD = 's3cret-pässword';
-const BIN = process.env.FERROD_BIN || path.resolve(__dirname, '..', '..', '..', 'target', 'debug', 'ferrod');
 const T = { timeout: 60_000 };
 // The npm client speaks SASL from 2.9 on (protocols.js: SASLMixin is not in Protocol22/25, whose
 // AUTH_MECH_LIST decoder is missing, so it reports "supported server mechanisms: undefined").
 const SASL_VERSIONS = VERSIONS.filter((v) => v !== '2.2' && v !== '2.5');
-
-function addUser(file, name, roles) {
-  const r = spawnSync(BIN, ['user', 'add', name, '--password', PASSWORD, '--roles', roles, '--file', file],
-    { encoding: 'utf8' });
-  assert.equal(r.status, 0, `ferrod user add ${name}: ${r.stderr}`);
-}
-
-function sasl(mech, userName, password) {
-  return { authentication: { enabled: true, saslMechanism: mech, userName, password } };
-}
 
 if (targets().includes('ferrod')) {
   describe('ferrod', () => {

@@ -13,8 +13,9 @@ const os = require('node:os');
 const path = require('node:path');
 const { Server, targets } = require('../lib/servers');
 const {
-  VERSIONS, connect, disconnect, disconnectAll, withTimeout, key,
+  VERSIONS, connect, disconnect, disconnectAll, withTimeout, key, errorText,
 } = require('../lib/client');
+const { PASSWORD, addUser, sasl } = require('../lib/auth');
 
 const T = { timeout: 60_000 };
 const CACHE = 'raw';
@@ -138,6 +139,22 @@ describe('ferrod TLS', { skip: enabled ? false : 'TLS is tested on ferrod (TARGE
     await roundTrip(s, 'auto', ssl(['ca'], 'localhost', { cert: pki.file('keycloak.pem'), key: pki.file('keycloak.key') }), 'client-cert');
     await refused(s, ssl(['ca'], 'localhost'), 'no client certificate');
     await refused(s, ssl(['ca'], 'localhost', { cert: pki.file('mallory.pem'), key: pki.file('mallory.key') }), 'untrusted client certificate');
+  });
+
+  test('TLS and SCRAM-SHA-256 together; a wrong password and an untrusted server refused', T, async () => {
+    const users = pki.file('users');
+    addUser(users, 'app', 'application');
+    const s = await ferrod('scram', '--credentials-file', users);
+    const both = (trust, password) => ({ ...ssl(trust, 'localhost'), ...sasl('SCRAM-SHA-256', 'app', password) });
+    await roundTrip(s, 'auto', both(['ca'], PASSWORD), 'scram');
+    await roundTrip(s, '3.1', both(['ca'], PASSWORD), 'scram-3.1');
+    await assert.rejects(connect(s, 'auto', CACHE, { ...both(['ca'], 'wrong'), maxRetries: 0 }), (e) => {
+      assert.match(errorText(e), /authentication failed/, errorText(e));
+      return true;
+    });
+    await refused(s, both(['stranger-ca'], PASSWORD), 'untrusted CA with the right password');
+    // TLS without SASL: the session works, the operations are refused until AUTH
+    await refused(s, ssl(['ca'], 'localhost'), 'TLS without authentication');
   });
 
   test('optional mode serves plain and TLS clients on one port', T, async () => {

@@ -324,22 +324,42 @@ impl Authenticator {
         if !authzid.is_empty() && authzid != user {
             return Err(Refused(format!("'{user}' may not act as '{authzid}'")));
         }
+        self.check_password(user, password).map_err(Refused)?;
+        Ok(user.to_string())
+    }
+
+    /// Checks a clear-text password (PLAIN, HTTP BASIC) against the user's strongest SCRAM
+    /// credential (a salted hash; there is no clear-text password to compare with).
+    fn check_password(&self, user: &str, password: &str) -> Result<(), String> {
         let Some(u) = self.users.get(user) else {
             // Spend the same work as a real check, so timing does not tell unknown users apart.
             let _ = self
                 .fake_scram(HashAlg::Sha512, user)
                 .verify(HashAlg::Sha512, password);
-            return Err(Refused(format!("unknown user '{user}'")));
+            return Err(format!("unknown user '{user}'"));
         };
         let (h, cred) = u
             .scram
             .iter()
             .next_back()
-            .ok_or_else(|| Refused(format!("user '{user}' has no password")))?;
+            .ok_or_else(|| format!("user '{user}' has no password"))?;
         if !cred.verify(*h, password) {
-            return Err(Refused(format!("wrong password for '{user}'")));
+            return Err(format!("wrong password for '{user}'"));
         }
-        Ok(user.to_string())
+        Ok(())
+    }
+
+    /// HTTP BASIC: who `user` is if `password` is theirs, else why not (for the log only).
+    pub fn login(&self, user: &str, password: &str) -> Result<Identity, String> {
+        self.check_password(user, password)?;
+        let u = self
+            .users
+            .get(user)
+            .ok_or_else(|| format!("unknown user '{user}'"))?;
+        Ok(Identity {
+            user: user.to_string(),
+            roles: u.roles.clone(),
+        })
     }
 
     fn complete(&self, session: &mut Session, user: &str) -> Result<(), Refused> {

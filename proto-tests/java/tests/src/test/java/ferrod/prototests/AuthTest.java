@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -51,20 +50,10 @@ class AuthTest extends HotRodTestBase {
    }
 
    private void addUser(String name, String roles) {
-      try {
-         Process p = new ProcessBuilder(Targets.ferrodBin().toString(), "user", "add", name, "--password", PASSWORD,
-               "--roles", roles, "--file", credentials.toString()).redirectErrorStream(true).start();
-         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-         assertEquals(0, p.waitFor(), "ferrod user add " + name + ": " + out);
-      } catch (IOException e) {
-         throw new UncheckedIOException(e);
-      } catch (InterruptedException e) {
-         Thread.currentThread().interrupt();
-         throw new IllegalStateException(e);
-      }
+      Targets.ferrodUserAdd(credentials, name, PASSWORD, roles);
    }
 
-   private static Consumer<ConfigurationBuilder> sasl(String mech, String user, String password) {
+   static Consumer<ConfigurationBuilder> sasl(String mech, String user, String password) {
       return b -> b.security().authentication().saslMechanism(mech).username(user).password(password).realm("default");
    }
 

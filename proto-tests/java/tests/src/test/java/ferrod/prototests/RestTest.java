@@ -6,10 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.KeyStore;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -21,7 +19,6 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
 import javax.net.ssl.SSLContext;
-import javax.net.ssl.TrustManagerFactory;
 
 import org.infinispan.client.rest.RestClient;
 import org.infinispan.client.rest.RestResponse;
@@ -84,7 +81,17 @@ class RestTest {
    /** Configured as RestInfinispanManagement.fromRemoteCacheManager configures it. */
    private RestClient client(String host, int port, SSLContext ssl, javax.net.ssl.TrustManager[] trustManagers,
                              String sniHost) {
+      return client(host, port, ssl, trustManagers, sniHost, null, null);
+   }
+
+   /** As Keycloak's copyAuthentication: the HotRod username, password and realm, mechanism AUTO. */
+   private RestClient client(String host, int port, SSLContext ssl, javax.net.ssl.TrustManager[] trustManagers,
+                             String sniHost, String user, String password) {
       RestClientConfigurationBuilder b = new RestClientConfigurationBuilder();
+      if (user != null) {
+         b.security().authentication().enable().mechanism("AUTO").username(user).password(password)
+               .realm("default");
+      }
       b.followRedirects(true).tcpKeepAlive(false).socketTimeout(60_000);
       b.addServer().host(host).port(port);
       if (ssl != null) {
@@ -165,14 +172,53 @@ class RestTest {
             "--tls-private-key", pki.file("server.key").toString()));
       targets.put("ferrod-tls", t);
       t.start();
-      KeyStore trust = KeyStore.getInstance("PKCS12");
-      try (InputStream in = Files.newInputStream(pki.file("trust.p12"))) {
-         trust.load(in, TestPki.PASSWORD.toCharArray());
-      }
-      TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-      tmf.init(trust);
-      SSLContext ctx = SSLContext.getInstance("TLS");
-      ctx.init(null, tmf.getTrustManagers(), null);
-      keycloakCalls(client(t.host(), t.port(), ctx, tmf.getTrustManagers(), "localhost"), "ferrod over TLS");
+      keycloakCalls(client(t.host(), t.port(), pki.sslContext("trust"), pki.trustManagers("trust"), "localhost"),
+            "ferrod over TLS");
+   }
+
+   /**
+    * ferrod only: with a credentials file, Keycloak's calls authenticate with the HotRod user
+    * (over TLS, as Keycloak sends them); no or wrong credentials get 401, a user without ADMIN
+    * may read info but not take a site offline; the probe status stays anonymous.
+    */
+   @Test
+   void keycloakCallsWithCredentials() throws Exception {
+      assumeTrue(Targets.selected().contains(Targets.FERROD), "ferrod only");
+      Path dir = Files.createTempDirectory("ferrod-rest-auth-");
+      TestPki pki = new TestPki(dir);
+      pki.ca("ca", "proto-tests CA");
+      pki.leaf("server", "ca", "ferrod", false, "localhost");
+      pki.truststore("trust", "ca");
+      Path users = dir.resolve("users");
+      Targets.ferrodUserAdd(users, "keycloak", AuthTest.PASSWORD, "admin");
+      Targets.ferrodUserAdd(users, "app", AuthTest.PASSWORD, "application");
+      TargetProcess t = Targets.create(Targets.FERROD, "RestTest-auth", List.of(
+            "--tls-certificate", pki.file("server.pem").toString(),
+            "--tls-private-key", pki.file("server.key").toString(),
+            "--credentials-file", users.toString()));
+      targets.put("ferrod-auth", t);
+      t.start();
+      SSLContext ctx = pki.sslContext("trust");
+      var tms = pki.trustManagers("trust");
+      keycloakCalls(client(t.host(), t.port(), ctx, tms, "localhost", "keycloak", AuthTest.PASSWORD),
+            "ferrod with credentials");
+
+      RestClient anonymous = client(t.host(), t.port(), ctx, tms, "localhost");
+      assertEquals(401, await(anonymous.container().info()).status());
+      assertEquals(401, await(anonymous.container().takeOffline("site-b")).status());
+      RestResponse probe = await(anonymous.container().healthStatus());
+      assertEquals(200, probe.status(), probe.body());
+      assertEquals("HEALTHY", probe.body());
+
+      RestClient wrong = client(t.host(), t.port(), ctx, tms, "localhost", "keycloak", "not-the-password");
+      assertEquals(401, await(wrong.container().info()).status());
+      RestClient stranger = client(t.host(), t.port(), ctx, tms, "localhost", "nobody", AuthTest.PASSWORD);
+      assertEquals(401, await(stranger.container().backupStatuses()).status());
+
+      RestClient app = client(t.host(), t.port(), ctx, tms, "localhost", "app", AuthTest.PASSWORD);
+      assertEquals(200, await(app.container().info()).status());
+      RestResponse refused = await(app.container().takeOffline("site-b"));
+      assertEquals(403, refused.status(), refused.body());
+      assertTrue(refused.body().contains("lacks 'ADMIN'"), refused.body());
    }
 }

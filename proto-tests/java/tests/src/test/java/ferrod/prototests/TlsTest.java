@@ -1,19 +1,17 @@
 package ferrod.prototests;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.KeyStore;
 import java.util.ArrayList;
 import java.util.List;
-
-import javax.net.ssl.SSLContext;
-import javax.net.ssl.TrustManagerFactory;
+import java.util.function.Consumer;
 
 import org.infinispan.client.hotrod.RemoteCache;
 import org.infinispan.client.hotrod.RemoteCacheManager;
@@ -57,6 +55,8 @@ class TlsTest {
       pki.truststore("trust-stranger", "stranger-ca");
       pki.keystore("keycloak");
       pki.keystore("mallory");
+      pki.leaf("app", "ca", "app", true);
+      pki.keystore("app");
    }
 
    @AfterAll
@@ -119,23 +119,70 @@ class TlsTest {
       roundTrip(cache(t, "trust-ca", "localhost", null), "basic");
    }
 
-   @Test
-   void keycloakStyleSslContextWithSniHostName() throws Exception {
-      TargetProcess t = ferrod("sslcontext");
-      KeyStore trust = KeyStore.getInstance("PKCS12");
-      try (InputStream in = Files.newInputStream(pki.file("trust-ca.p12"))) {
-         trust.load(in, TestPki.PASSWORD.toCharArray());
-      }
-      TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-      tmf.init(trust);
-      SSLContext ctx = SSLContext.getInstance("TLS");
-      ctx.init(null, tmf.getTrustManagers(), null);
+   /**
+    * A client as Keycloak configures one ({@code cache-remote-tls-enabled}): TLS with an
+    * SSLContext over the truststore, SNI = the host name; {@code more} adds e.g. SASL.
+    */
+   private RemoteCache<String, String> keycloakCache(TargetProcess t, String truststore,
+                                                     Consumer<ConfigurationBuilder> more) {
       ConfigurationBuilder b = new ConfigurationBuilder();
       b.addServer().host(t.host()).port(t.port());
-      b.security().ssl().enable().sslContext(ctx).sniHostName("localhost");
+      b.connectionTimeout(5_000).socketTimeout(5_000).maxRetries(0);
+      b.security().ssl().enable().sslContext(pki.sslContext(truststore)).sniHostName("localhost");
+      more.accept(b);
       RemoteCacheManager rcm = new RemoteCacheManager(b.build(), true);
       clients.add(rcm);
-      roundTrip(rcm.getCache(HotRodTestBase.PROTO), "sslcontext");
+      return rcm.getCache(HotRodTestBase.PROTO);
+   }
+
+   @Test
+   void keycloakStyleSslContextWithSniHostName() {
+      TargetProcess t = ferrod("sslcontext");
+      roundTrip(keycloakCache(t, "trust-ca", b -> { }), "sslcontext");
+   }
+
+   /** A credentials file with a password user and the certificate-only user {@code app}. */
+   private Path credentials(String label) throws IOException {
+      Path users = work.resolve("users-" + label);
+      Files.writeString(users, "app roles=observer\n");
+      Targets.ferrodUserAdd(users, "keycloak", AuthTest.PASSWORD, "deployer");
+      return users;
+   }
+
+   @Test
+   void keycloakTlsWithScramSha512() throws IOException {
+      TargetProcess t = ferrod("tls-scram", "--credentials-file", credentials("tls-scram").toString());
+      roundTrip(keycloakCache(t, "trust-ca", AuthTest.sasl("SCRAM-SHA-512", "keycloak", AuthTest.PASSWORD)),
+            "tls-scram");
+      Exception e = assertThrows(Exception.class, () -> roundTrip(
+            keycloakCache(t, "trust-ca", AuthTest.sasl("SCRAM-SHA-512", "keycloak", "wrong")), "wrong"));
+      assertTrue(AuthTest.chain(e).contains("authentication failed"), AuthTest.chain(e));
+      // The right password, but the server's certificate is not trusted: no session, no login.
+      e = assertThrows(Exception.class, () -> roundTrip(
+            keycloakCache(t, "trust-stranger", AuthTest.sasl("SCRAM-SHA-512", "keycloak", AuthTest.PASSWORD)),
+            "untrusted"));
+      assertFalse(AuthTest.chain(e).contains("authentication failed"), AuthTest.chain(e));
+   }
+
+   @Test
+   void saslExternalAuthenticatesAsTheClientCertificate() throws IOException {
+      TargetProcess t = ferrod("external", "--credentials-file", credentials("external").toString(),
+            "--tls-client-auth", "optional", "--tls-client-ca", pki.file("ca.pem").toString());
+      Consumer<ConfigurationBuilder> external = b -> b.security().authentication().saslMechanism("EXTERNAL");
+      // writes as keycloak (deployer), reads as app (observer, from its certificate CN=app)
+      roundTrip(keycloakCache(t, "trust-ca", AuthTest.sasl("SCRAM-SHA-512", "keycloak", AuthTest.PASSWORD)),
+            "external");
+      // The client certificate comes with the SSLContext (the client refuses a keystore beside one).
+      RemoteCache<String, String> app = keycloakCache(t, "trust-ca", b -> {
+         external.accept(b);
+         b.security().ssl().sslContext(pki.sslContext("trust-ca", "app"));
+      });
+      assertEquals("over TLS", app.get("external"));
+      Exception e = assertThrows(Exception.class, () -> app.put("external", "w"));
+      assertTrue(AuthTest.chain(e).contains("user 'app' lacks 'WRITE'"), AuthTest.chain(e));
+      // Without a client certificate the server does not offer EXTERNAL.
+      e = assertThrows(Exception.class, () -> keycloakCache(t, "trust-ca", external).get("external"));
+      assertFalse(AuthTest.chain(e).contains("lacks"), AuthTest.chain(e));
    }
 
    @Test

@@ -109,6 +109,23 @@ public final class Targets {
       return Paths.get(setting("FERROD_BIN", repoRoot().resolve("target/debug/ferrod").toString()));
    }
 
+   /** {@code ferrod user add NAME --password PASSWORD --roles ROLES --file FILE}, which must succeed. */
+   public static void ferrodUserAdd(Path file, String name, String password, String roles) {
+      try {
+         Process p = new ProcessBuilder(ferrodBin().toString(), "user", "add", name, "--password", password,
+               "--roles", roles, "--file", file.toString()).redirectErrorStream(true).start();
+         String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+         if (p.waitFor() != 0) {
+            throw new IllegalStateException("ferrod user add " + name + ": " + out);
+         }
+      } catch (java.io.IOException e) {
+         throw new java.io.UncheckedIOException(e);
+      } catch (InterruptedException e) {
+         Thread.currentThread().interrupt();
+         throw new IllegalStateException(e);
+      }
+   }
+
    /** A new, not yet started target of the given kind, with its own port and empty data. */
    public static TargetProcess create(String kind, String label) {
       return create(kind, label, List.of());
@@ -203,7 +220,7 @@ public final class Targets {
       Map<String, String> env = new HashMap<>();
       env.put("FERROD_LOG", setting("FERROD_LOG", "info"));
       Runnable cleanup = setting("KEEP_TARGET_DATA", "").isEmpty() ? () -> deleteTree(work) : null;
-      return new TargetProcess(FERROD + "-" + label, cmd, env, port, log, Duration.ofSeconds(120), cleanup);
+      return new TargetProcess(FERROD + "-" + label, cmd, env, port, port, log, Duration.ofSeconds(120), cleanup);
    }
 
    static void deleteTree(Path root) {

@@ -5,11 +5,16 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.security.KeyStore;
 import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManager;
+import javax.net.ssl.TrustManagerFactory;
 
 /**
  * Certificates made at test time with the {@code openssl} and {@code keytool} command-line tools:
@@ -107,6 +112,49 @@ public final class TestPki {
          throw new UncheckedIOException("cannot run " + command[0] + " (needed to make test certificates)", e);
       } catch (InterruptedException e) {
          Thread.currentThread().interrupt();
+         throw new IllegalStateException(e);
+      }
+   }
+
+   /** The trust managers of a truststore made by {@link #truststore}. */
+   public TrustManager[] trustManagers(String truststore) {
+      try (var in = Files.newInputStream(file(truststore + ".p12"))) {
+         KeyStore trust = KeyStore.getInstance("PKCS12");
+         trust.load(in, PASSWORD.toCharArray());
+         TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+         tmf.init(trust);
+         return tmf.getTrustManagers();
+      } catch (IOException e) {
+         throw new UncheckedIOException(e);
+      } catch (java.security.GeneralSecurityException e) {
+         throw new IllegalStateException(e);
+      }
+   }
+
+   /** An SSLContext as Keycloak builds it: {@code SSLContext.getInstance("TLS")} over the truststore. */
+   public SSLContext sslContext(String truststore) {
+      return sslContext(truststore, null);
+   }
+
+   /** As {@link #sslContext(String)}, presenting the client certificate of {@link #keystore}{@code (leaf)}. */
+   public SSLContext sslContext(String truststore, String keystoreLeaf) {
+      try {
+         javax.net.ssl.KeyManager[] keyManagers = null;
+         if (keystoreLeaf != null) {
+            KeyStore keys = KeyStore.getInstance("PKCS12");
+            try (var in = Files.newInputStream(file(keystoreLeaf + ".p12"))) {
+               keys.load(in, PASSWORD.toCharArray());
+            }
+            var kmf = javax.net.ssl.KeyManagerFactory.getInstance(javax.net.ssl.KeyManagerFactory.getDefaultAlgorithm());
+            kmf.init(keys, PASSWORD.toCharArray());
+            keyManagers = kmf.getKeyManagers();
+         }
+         SSLContext ctx = SSLContext.getInstance("TLS");
+         ctx.init(keyManagers, trustManagers(truststore), null);
+         return ctx;
+      } catch (IOException e) {
+         throw new UncheckedIOException(e);
+      } catch (java.security.GeneralSecurityException e) {
          throw new IllegalStateException(e);
       }
    }
