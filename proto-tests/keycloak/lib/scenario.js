@@ -189,29 +189,25 @@ class Scenario {
 
   /**
    * After both replicas were killed, each Keycloak node's HotRod client re-registers its
-   * work-cache listener when it notices the dead connection. If no replica is up at that moment
-   * the client logs "Error encountered trying to add listener" and does not try again until its
-   * next failover (the rolling replacement below is one, and the step after it checks
-   * invalidation strictly). Keycloak behaves the same against a real Infinispan cluster whose
-   * servers all died. So this step records whether and when invalidation resumed (up to 20 s)
-   * in the report, and does not fail on it.
+   * work-cache listener once it finds a live server again (its first attempts, while no replica
+   * is up, log "Error encountered trying to add listener", allowed during this window). A realm
+   * change made before node 2's listener is back is not delivered to it: HotRod does not replay
+   * events to a listener that was not registered, with Infinispan too. So: repeat the 2 s
+   * propagation check until one passes, at most 60 s (4-6 s on the loaded 2-core machine), and
+   * record how long invalidation took to resume.
    */
   async realmSettingPropagatesAfterRecovery() {
     const t0 = Date.now();
-    let last;
-    while (Date.now() - t0 < 20_000) {
+    for (;;) {
       try {
         await this.realmSettingPropagates();
-        last = undefined;
         break;
       } catch (e) {
-        last = e;
+        if (Date.now() - t0 > 60_000) throw e;
       }
     }
     if (this.kill9Window) this.kill9Window.to = Date.now();
-    this.report.invalidationAfterCrash = last
-      ? `not resumed within 20 s (${last.message}); the client gave up re-adding its listener while no replica was up`
-      : `resumed after ${Date.now() - t0} ms`;
+    this.report.invalidationAfterCrash = `resumed after ${Date.now() - t0} ms`;
   }
 
   async realmSettingPropagates() {
