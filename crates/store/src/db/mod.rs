@@ -66,6 +66,43 @@ fn pow2_parts(mut n: usize) -> Vec<usize> {
     out
 }
 
+/// Writes `rows` of `cache` to SQLite as multi-row `INSERT ... ON CONFLICT (cache, key)
+/// <on_conflict>` statements, one per chunk of at most `SQLITE_CHUNK` rows padded to a power of
+/// two by repeating the last row (so each connection caches few statement texts). Returns the
+/// rows affected.
+async fn sqlite_write_rows(
+    t: &mut SqliteTx,
+    cache: &str,
+    rows: &[(&Bytes, &Row)],
+    on_conflict: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for chunk in rows.chunks(SQLITE_CHUNK) {
+        let m = padded(chunk.len());
+        let sql = format!(
+            "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, lifespan_ms, \
+             last_used_ms, max_idle_ms, expires_ms) VALUES {} ON CONFLICT (cache, key) {on_conflict}",
+            value_rows(m, 9)
+        );
+        let mut q = sqlx::query(&sql);
+        for i in 0..m {
+            let (k, r) = chunk[i.min(chunk.len() - 1)];
+            q = q
+                .bind(cache)
+                .bind(k.as_ref())
+                .bind(r.value.as_ref())
+                .bind(r.version)
+                .bind(r.created_ms)
+                .bind(r.lifespan_ms)
+                .bind(r.last_used_ms)
+                .bind(r.max_idle_ms)
+                .bind(r.expires_at());
+        }
+        n += q.execute(&mut **t).await?.rows_affected();
+    }
+    Ok(n)
+}
+
 /// The padded size of a list of `n` (1..=SQLITE_CHUNK) items where repeating an item is
 /// harmless (IN lists, rows whose repeat is a no-op).
 fn padded(n: usize) -> usize {
@@ -989,34 +1026,9 @@ impl Tx {
         }
         match self {
             Tx::Sqlite(t) => {
-                let mut n = 0;
-                for chunk in rows.chunks(SQLITE_CHUNK) {
-                    // The padding repeats the last row: its repeat conflicts with the row just
-                    // inserted and does nothing, so the count is still that of distinct rows.
-                    let m = padded(chunk.len());
-                    let sql = format!(
-                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-                         VALUES {} ON CONFLICT (cache, key) DO NOTHING",
-                        value_rows(m, 9)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for i in 0..m {
-                        let (k, r) = chunk[i.min(chunk.len() - 1)];
-                        q = q
-                            .bind(cache)
-                            .bind(k.as_ref())
-                            .bind(r.value.as_ref())
-                            .bind(r.version)
-                            .bind(r.created_ms)
-                            .bind(r.lifespan_ms)
-                            .bind(r.last_used_ms)
-                            .bind(r.max_idle_ms)
-                            .bind(r.expires_at());
-                    }
-                    n += q.execute(&mut **t).await?.rows_affected();
-                }
-                Ok(n)
+                // The padding's repeat of the last row conflicts with the row just inserted and
+                // does nothing, so the count is still that of distinct rows.
+                sqlite_write_rows(t, cache, rows, "DO NOTHING").await
             }
             Tx::Postgres(t) => {
                 let mut n = 0;
@@ -1057,36 +1069,19 @@ impl Tx {
         }
         match self {
             Tx::Sqlite(t) => {
-                for chunk in rows.chunks(SQLITE_CHUNK) {
-                    // The rows exist (the transaction holds the database's write lock since it
-                    // read them), so this upsert only updates; a repeated last row (padding)
-                    // writes the same values again.
-                    let m = padded(chunk.len());
-                    let sql = format!(
-                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) VALUES {} \
-                         ON CONFLICT (cache, key) DO UPDATE SET value = excluded.value, \
-                         version = excluded.version, created_ms = excluded.created_ms, \
-                         lifespan_ms = excluded.lifespan_ms, last_used_ms = excluded.last_used_ms, \
-                         max_idle_ms = excluded.max_idle_ms, expires_ms = excluded.expires_ms",
-                        value_rows(m, 9)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for i in 0..m {
-                        let (k, r) = chunk[i.min(chunk.len() - 1)];
-                        q = q
-                            .bind(cache)
-                            .bind(k.as_ref())
-                            .bind(r.value.as_ref())
-                            .bind(r.version)
-                            .bind(r.created_ms)
-                            .bind(r.lifespan_ms)
-                            .bind(r.last_used_ms)
-                            .bind(r.max_idle_ms)
-                            .bind(r.expires_at());
-                    }
-                    q.execute(&mut **t).await?;
-                }
+                // The rows exist (the transaction holds the database's write lock since it read
+                // them), so this upsert only updates; a repeated last row (padding) writes the
+                // same values again.
+                sqlite_write_rows(
+                    t,
+                    cache,
+                    rows,
+                    "DO UPDATE SET value = excluded.value, version = excluded.version, \
+                     created_ms = excluded.created_ms, lifespan_ms = excluded.lifespan_ms, \
+                     last_used_ms = excluded.last_used_ms, max_idle_ms = excluded.max_idle_ms, \
+                     expires_ms = excluded.expires_ms",
+                )
+                .await?;
             }
             Tx::Postgres(t) => {
                 for chunk in row_chunks(rows) {
