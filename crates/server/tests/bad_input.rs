@@ -12,25 +12,6 @@ use ferrod_codec::{op, status, Request, RequestFrame, RequestHeader, ResponseBod
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A connection opened before the bad input, checked afterwards.
-async fn sentinel(server: &Server) -> Client {
-    let mut c = server.client_v(40).await;
-    c.put("sentinel", "alive").await;
-    c
-}
-
-async fn check_alive(server: &mut Server, c: &mut Client) {
-    server.assert_running();
-    c.put("sentinel", "still-alive").await;
-    assert_eq!(c.get_str("sentinel").await.as_deref(), Some("still-alive"));
-    // And new connections are accepted.
-    let mut fresh = server.client().await;
-    assert_eq!(
-        fresh.get_str("sentinel").await.as_deref(),
-        Some("still-alive")
-    );
-}
-
 /// Header bytes (magic included) of a request at `version` with opcode `opcode`.
 fn header_bytes(version: u8, opcode: u8, id: u64) -> BytesMut {
     let mut buf = BytesMut::new();

@@ -14,24 +14,6 @@ use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A connection opened before the bad input, checked afterwards.
-async fn sentinel(server: &Server) -> Client {
-    let mut c = server.client_v(40).await;
-    c.put("sentinel", "alive").await;
-    c
-}
-
-async fn check_alive(server: &mut Server, c: &mut Client) {
-    server.assert_running();
-    c.put("sentinel", "still-alive").await;
-    assert_eq!(c.get_str("sentinel").await.as_deref(), Some("still-alive"));
-    let mut fresh = server.client().await;
-    assert_eq!(
-        fresh.get_str("sentinel").await.as_deref(),
-        Some("still-alive")
-    );
-}
-
 fn put_frame(id: u64, key: &str, value_len: usize) -> RequestFrame {
     RequestFrame {
         header: RequestHeader::new(41, op::PUT, id, ""),
@@ -431,12 +413,7 @@ async fn a_connection_stops_reading_at_max_inflight_per_connection() {
     let mut watcher = server.client().await;
     let read_before = stat(&watcher.stats().await, "totalBytesRead");
     // Another SQLite connection holds the write lock: writes wait for it.
-    let url = format!("sqlite://{}", server.db_path().display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = server.hold_sqlite_write_lock().await;
     let frames: Vec<RequestFrame> = (0..10)
         .map(|i| put_frame(500 + i, &format!("inflight-{i}"), FRAME_VALUE))
         .collect();

@@ -19,12 +19,7 @@ async fn sqlite_locked_by_another_connection_fails_writes_then_recovers() {
     let ver = c.version_of("k").await.unwrap();
 
     // Another process-level connection holds the write lock.
-    let url = format!("sqlite://{}", server.db_path().display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = server.hold_sqlite_write_lock().await;
 
     let t = Instant::now();
     let r = c.put_exp("k", "new", EXP_DEFAULT).await;

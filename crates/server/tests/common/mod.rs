@@ -274,6 +274,19 @@ impl Server {
     pub fn db_path(&self) -> PathBuf {
         PathBuf::from(self.database_url.trim_start_matches("sqlite://"))
     }
+
+    /// Another connection to this server's SQLite file holding its write lock (BEGIN EXCLUSIVE)
+    /// until it is rolled back or closed: the server's writes wait for it.
+    pub async fn hold_sqlite_write_lock(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.db_path().display());
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other
+    }
 }
 
 impl Drop for Server {
@@ -735,3 +748,22 @@ pub fn path_str(p: &Path) -> String {
 }
 
 pub const FRV: u32 = flags::FORCE_RETURN_VALUE;
+
+/// A connection opened before the bad input, checked afterwards.
+pub async fn sentinel(server: &Server) -> Client {
+    let mut c = server.client_v(40).await;
+    c.put("sentinel", "alive").await;
+    c
+}
+
+pub async fn check_alive(server: &mut Server, c: &mut Client) {
+    server.assert_running();
+    c.put("sentinel", "still-alive").await;
+    assert_eq!(c.get_str("sentinel").await.as_deref(), Some("still-alive"));
+    // And new connections are accepted.
+    let mut fresh = server.client().await;
+    assert_eq!(
+        fresh.get_str("sentinel").await.as_deref(),
+        Some("still-alive")
+    );
+}
