@@ -46,18 +46,21 @@ pub struct NamedParameter {
     pub value: Option<Bytes>,
 }
 
+/// Every scalar is proto2 `required`, so it is on the wire even when zero: Infinispan always
+/// writes them, and readers rely on it (the npm client's protobufjs decoder rejects a response
+/// without numResults, projectionSize or field 4 as "missing required").
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QueryResponse {
-    #[prost(int32, tag = "1")]
+    #[prost(int32, required, tag = "1")]
     pub num_results: i32,
-    #[prost(int32, tag = "2")]
+    #[prost(int32, required, tag = "2")]
     pub projection_size: i32,
     /// WrappedMessages, embedded.
     #[prost(bytes = "bytes", repeated, tag = "3")]
     pub results: Vec<Bytes>,
-    #[prost(int32, tag = "4")]
+    #[prost(int32, required, tag = "4")]
     pub hit_count: i32,
-    #[prost(bool, tag = "5")]
+    #[prost(bool, required, tag = "5")]
     pub hit_count_exact: bool,
 }
 
@@ -310,6 +313,35 @@ fn wrap(v: &Value, schemas: &Schemas) -> WrappedValue {
 mod tests {
     use super::*;
     use ferrod_query::schema::SchemaRegistry;
+
+    #[test]
+    fn empty_response_still_carries_every_required_field() {
+        // A query matching nothing: numResults, projectionSize, hit count and exactness are
+        // all on the wire although zero/false (the npm client fails to decode otherwise).
+        let empty = QueryResponse {
+            num_results: 0,
+            projection_size: 0,
+            results: Vec::new(),
+            hit_count: 0,
+            hit_count_exact: false,
+        };
+        assert_eq!(
+            empty.encode_to_vec(),
+            vec![0x08, 0x00, 0x10, 0x00, 0x20, 0x00, 0x28, 0x00]
+        );
+        // DELETE's answer: no rows, no projection, the removed count, exact.
+        let deleted = QueryResponse {
+            num_results: 0,
+            projection_size: 0,
+            results: Vec::new(),
+            hit_count: 3,
+            hit_count_exact: true,
+        };
+        assert_eq!(
+            deleted.encode_to_vec(),
+            vec![0x08, 0x00, 0x10, 0x00, 0x20, 0x03, 0x28, 0x01]
+        );
+    }
 
     #[test]
     fn projections_wrap_as_the_java_server_does() {
