@@ -134,9 +134,11 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, IckleError> {
                     j += 1;
                 }
                 if j == name_start || bytes[name_start].is_ascii_digit() {
-                    return Err(IckleError::syntax(
+                    // Not `:name`: Ickle's full-text operator (`e.title : 'term'`), which needs
+                    // an analyzed index; say so rather than report a bad parameter.
+                    return Err(IckleError::unsupported(
                         start,
-                        "expected a parameter name after ':'",
+                        "full-text queries (field : term) are not supported",
                     ));
                 }
                 out.push(simple(Tok::Param(text[name_start..j].to_string())));

@@ -633,7 +633,12 @@ fn errors_are_clear_and_positioned() {
     let e = err("FROM keycloak.Person e WHERE e.name = 'x", &[]);
     assert!(e.to_string().contains("unterminated string"), "{e}");
     let e = err("FROM keycloak.Person e WHERE e.name : 'x'", &[]);
-    assert!(matches!(e, IckleError::Syntax { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "not supported at column 37: full-text queries (field : term) are not supported"
+    );
+    let e = err("FROM keycloak.Person e WHERE e.age:3", &[]);
+    assert!(matches!(e, IckleError::Unsupported { pos: 34, .. }), "{e}");
     let e = err("FROM keycloak.Person e WHERE e.age = 'x'", &[]);
     assert!(matches!(e, IckleError::Type { pos: 37, .. }), "{e}");
     let e = err("FROM keycloak.Person e WHERE e.age = :a", &[("a", sv("x"))]);
