@@ -4,7 +4,8 @@
 //   ferrod      $FERROD_BIN (default <repo>/target/debug/ferrod) on a free loopback port, SQLite in
 //               a temporary directory, or $FERROD_DATABASE_URL (postgres://...) when set.
 //   infinispan  proto-tests/java/reference-server.sh <line> <port> <data-dir>, a real Infinispan
-//               server (release line $REFERENCE_LINE, default 16).
+//               server (release line $REFERENCE_LINE, default 16; a test file may pin one, e.g.
+//               query.test.js needs 15: the 16.x reference is built without remote query).
 //
 // Both declare the same caches: default (""), proto, text, raw, expiring (default lifespan 2 s).
 
@@ -91,13 +92,16 @@ class Server {
   /**
    * @param {'ferrod'|'infinispan'} kind
    * @param {string} name short label used for the data directory and the log file
-   * @param {{ferrodArgs?: string[]}} opts ferrodArgs: extra command-line arguments for ferrod
+   * @param {{ferrodArgs?: string[], referenceLine?: string}} opts ferrodArgs: extra command-line
+   *   arguments for ferrod; referenceLine: the Infinispan release line (15|16) this file needs,
+   *   over $REFERENCE_LINE
    */
   constructor(kind, name, opts = {}) {
     this.kind = kind;
     this.name = name;
     /** Extra command-line arguments for ferrod (TLS settings, a credentials file). */
     this.ferrodArgs = opts.ferrodArgs || [];
+    this.referenceLine = opts.referenceLine;
     this.port = undefined;
     this.proc = undefined;
     this.dir = undefined;
@@ -125,7 +129,7 @@ class Server {
     }
     const script = process.env.REFERENCE_SERVER_SH || path.join(REPO, 'proto-tests', 'java', 'reference-server.sh');
     if (!fs.existsSync(script)) throw new Error(`reference server script not found at ${script}`);
-    const line = process.env.REFERENCE_LINE || '16';
+    const line = this.referenceLine || process.env.REFERENCE_LINE || '16';
     return { cmd: 'bash', args: [script, line, String(this.port), path.join(this.dir, 'data')], readyLine: 'READY' };
   }
 
