@@ -370,6 +370,15 @@ fn convert_param(
             FieldClass::Int,
             Value::Int32(_) | Value::Int64(_) | Value::UInt32(_) | Value::UInt64(_),
         ) => OwnedScalar::Int(int_of(value)),
+        // Infinispan converts a numeric parameter to the field's type (Java's
+        // Number.longValue: truncation). It matters to JavaScript clients, which have one
+        // number type: the npm client's natural wrapper for a number is wrappedDouble.
+        (FieldClass::Int, Value::Double(f)) if f.is_finite() => OwnedScalar::Int(f.trunc() as i128),
+        (FieldClass::Int, Value::Float(f)) if f.is_finite() => OwnedScalar::Int(f.trunc() as i128),
+        // ...and parses a string parameter as the field's type (failing if it is not one).
+        (FieldClass::Int | FieldClass::Float | FieldClass::Bool, Value::String(s)) => {
+            parse_as(&field.class, s).ok_or_else(wrong)?
+        }
         (FieldClass::Float, Value::Float(f)) => OwnedScalar::Float(*f as f64),
         (FieldClass::Float, Value::Double(f)) => OwnedScalar::Float(*f),
         (
@@ -391,6 +400,23 @@ fn convert_param(
         (FieldClass::Enum(_), Value::Int32(_) | Value::Int64(_)) => OwnedScalar::Int(int_of(value)),
         _ => return Err(wrong()),
     })
+}
+
+/// A string as a number or boolean field's value, as Infinispan reads a quoted literal or a
+/// string parameter compared with such a field: `'1965'` for an int, `'9.5'` for a double,
+/// `'true'`/`'false'` (any case) for a bool. None if the text is not one.
+fn parse_as(class: &FieldClass, s: &str) -> Option<OwnedScalar> {
+    match class {
+        FieldClass::Int => s.parse::<i64>().ok().map(|n| OwnedScalar::Int(n as i128)),
+        FieldClass::Float => s
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(OwnedScalar::Float),
+        FieldClass::Bool if s.eq_ignore_ascii_case("true") => Some(OwnedScalar::Bool(true)),
+        FieldClass::Bool if s.eq_ignore_ascii_case("false") => Some(OwnedScalar::Bool(false)),
+        _ => None,
+    }
 }
 
 fn int_of(v: &Value) -> i128 {
@@ -547,6 +573,9 @@ impl Resolver<'_> {
                         OwnedScalar::Int(enum_number(e, s, &field.name, *pos)? as i128)
                     }
                     (FieldClass::Enum(_), Literal::Int(n)) => OwnedScalar::Int(*n),
+                    (FieldClass::Int | FieldClass::Float | FieldClass::Bool, Literal::Str(s)) => {
+                        parse_as(&field.class, s).ok_or_else(|| wrong("a string"))?
+                    }
                     (_, Literal::Str(_)) => return Err(wrong("a string")),
                     (_, Literal::Int(_)) => return Err(wrong("an integer")),
                     (_, Literal::Float(_)) => return Err(wrong("a decimal number")),

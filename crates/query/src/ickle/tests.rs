@@ -788,3 +788,73 @@ fn other_entity_types_in_the_same_cache_are_not_results() {
     );
     assert_eq!(hits, 4);
 }
+
+#[test]
+fn numbers_and_strings_convert_to_the_field_type_as_infinispan_does() {
+    let (pool, index) = people();
+    let ids = |q: &str, p: &[(&str, Value)]| {
+        let mut v = run_entities(&index, &pool, q, p, Paging::default()).0;
+        v.sort();
+        v
+    };
+    let age = "FROM keycloak.Person p WHERE p.age = :a";
+    // A double for an int field: truncated (the npm client wraps JS numbers as doubles).
+    assert_eq!(ids(age, &[("a", Value::Double(30.0))]), vec![1, 5]);
+    assert_eq!(ids(age, &[("a", Value::Double(30.9))]), vec![1, 5]);
+    assert_eq!(ids(age, &[("a", Value::Float(20.0))]), vec![3]);
+    assert_eq!(
+        ids(
+            "FROM keycloak.Person p WHERE p.age > :a",
+            &[("a", Value::Double(29.5))]
+        ),
+        vec![1, 4, 5]
+    );
+    // A string for a number field: parsed.
+    assert_eq!(ids(age, &[("a", sv("40"))]), vec![4]);
+    assert_eq!(
+        ids(
+            "FROM keycloak.Person p WHERE p.score > :s",
+            &[("s", sv("1.0"))]
+        ),
+        vec![1, 2]
+    );
+    // Quoted literals too.
+    assert_eq!(
+        ids("FROM keycloak.Person p WHERE p.age = '20'", &[]),
+        vec![3]
+    );
+    assert_eq!(
+        ids("FROM keycloak.Person p WHERE p.score < '1'", &[]),
+        vec![4]
+    );
+    // A bool field takes 'true'/'false' in any case.
+    let remember = "FROM keycloak.RemoteUserSessionEntity e WHERE e.rememberMe = :r";
+    let prepared = prepare(remember, &resolver(&pool)).unwrap();
+    assert!(prepared.bind(&params(&[("r", sv("TRUE"))])).is_ok());
+    assert!(prepare(
+        "FROM keycloak.RemoteUserSessionEntity e WHERE e.rememberMe = 'false'",
+        &resolver(&pool)
+    )
+    .is_ok());
+    // What is not a number (or boolean) stays an error.
+    let e = err(age, &[("a", sv("x"))]);
+    assert_eq!(
+        e.to_string(),
+        "parameter error at column 38: parameter ':a' is string but field age is integer"
+    );
+    let e = err(age, &[("a", sv("1.5"))]);
+    assert!(matches!(e, IckleError::Parameter { .. }), "{e}");
+    let e = err(age, &[("a", Value::Double(f64::NAN))]);
+    assert!(matches!(e, IckleError::Parameter { .. }), "{e}");
+    let e = err(remember, &[("r", sv("yes"))]);
+    assert!(matches!(e, IckleError::Parameter { .. }), "{e}");
+    let e = err(remember, &[("r", Value::Int32(1))]);
+    assert!(matches!(e, IckleError::Parameter { .. }), "{e}");
+    let e = err(
+        "FROM keycloak.Person p WHERE p.name = :n",
+        &[("n", Value::Int32(5))],
+    );
+    assert!(matches!(e, IckleError::Parameter { .. }), "{e}");
+    let e = err("FROM keycloak.Person p WHERE p.age = 'abc'", &[]);
+    assert!(matches!(e, IckleError::Type { pos: 37, .. }), "{e}");
+}
