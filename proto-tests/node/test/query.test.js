@@ -205,6 +205,29 @@ forEachTarget('query', (server, target) => {
         assert.deepEqual(titles(twice.rows), ['Foundation', 'Dune']);
       });
 
+      test(`${tag} parameters and quoted literals converted to the field's type`, T, async () => {
+        // A JS number wrapped as the client wraps numbers (wrappedDouble) for int/long fields:
+        // converted as Java's Number.intValue/longValue would (truncated).
+        const year = `SELECT b.title FROM ${BOOK} b WHERE b.year = :y`;
+        assert.deepEqual((await q(year, { namedParameters: [param.double('y', 1984)] })).rows, [['Neuromancer']]);
+        assert.deepEqual((await q(year, { namedParameters: [param.double('y', 1984.7)] })).rows, [['Neuromancer']]);
+        const copies = await q(`SELECT b.title FROM ${BOOK} b WHERE b.copies > :c ORDER BY b.copies`, { namedParameters: [param.double('c', 99.5)] });
+        assert.deepEqual(copies.rows, [['Foundation'], ['Dune'], ['Hyperion']]);
+        // an int for a double field, a long for an int field, an int for a long field
+        assert.deepEqual((await q(`SELECT b.title FROM ${BOOK} b WHERE b.price = :p`, { namedParameters: [param.int('p', 8)] })).rows, [['Carrie']]);
+        assert.deepEqual((await q(year, { namedParameters: [param.long('y', 1965)] })).rows, [['Dune']]);
+        assert.deepEqual((await q(`SELECT b.title FROM ${BOOK} b WHERE b.copies = :c`, { namedParameters: [param.int('c', 120)] })).rows, [['Dune']]);
+        // strings parsed as the field's type
+        assert.deepEqual((await q(year, { namedParameters: [param.string('y', '1922')] })).rows, [['Ulysses']]);
+        const cheap = await q(`SELECT b.title FROM ${BOOK} b WHERE b.price < :p ORDER BY b.price`, { namedParameters: [param.string('p', '6.1')] });
+        assert.deepEqual(cheap.rows, [['Emma'], ['Sense and Sensibility']]);
+        const avail = await q(`SELECT count(b) FROM ${BOOK} b WHERE b.available = :a`, { namedParameters: [param.string('a', 'true')] });
+        assert.deepEqual(avail.rows.map(plain), [[7]]);
+        // quoted literals likewise
+        assert.deepEqual((await q(`SELECT b.title FROM ${BOOK} b WHERE b.year = '1897'`)).rows, [['Dracula']]);
+        assert.deepEqual((await q(`SELECT count(b) FROM ${BOOK} b WHERE b.available = 'false'`)).rows.map(plain), [[4]]);
+      });
+
       test(`${tag} projections: every field type, wrapped as Infinispan wraps them; nulls`, T, async () => {
         const r = await q(`SELECT b.title, b.author, b.year, b.copies, b.available, b.price FROM ${BOOK} b WHERE b.genre = 'horror' OR b.copies > 1000 ORDER BY b.year`);
         assert.equal(r.projectionSize, 6);
