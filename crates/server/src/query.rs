@@ -9,9 +9,12 @@
 //! query first waits until this replica's acknowledged writes have been published (SQLite
 //! publishes them before acknowledging; on PostgreSQL the feed follower publishes them a moment
 //! later) and every published change is applied, so it sees its replica's own writes; other
-//! replicas' writes show once the change feed delivers them, as for reads. Queries only consider entries still alive in the cache, so entries expired but not yet
-//! reaped, and CLEARs (which publish no per-key changes), never show. An index built with
-//! older schemas (a `.proto` was registered or changed since) is rebuilt before it is used.
+//! replicas' writes show once the change feed delivers them, as for reads. A whole-cache change
+//! (a CLEAR on any replica, the cache removed or re-created, a reload after this replica's feed
+//! fell behind) rebuilds the cache's index from memory, as does falling behind the change
+//! stream. Queries only consider entries still alive in the cache, so entries expired but not
+//! yet reaped never show. An index built with older schemas (a `.proto` was registered or
+//! changed since) is rebuilt before it is used.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -138,6 +141,14 @@ impl QueryService {
 
     fn apply(&self, ev: &ChangeEvent) {
         let mut indexes = self.write();
+        if !indexes.contains_key(&ev.cache) {
+            return;
+        }
+        if ev.kind.is_whole_cache() {
+            // Memory already reflects it (and maybe later changes, whose events follow).
+            self.rebuild_locked(&mut indexes, &ev.cache);
+            return;
+        }
         let Some(ci) = indexes.get_mut(&ev.cache) else {
             return;
         };
@@ -212,9 +223,10 @@ impl QueryService {
         }
     }
 
-    /// Drops a cache's index (the cache was cleared); it is rebuilt on next use.
-    pub fn forget(&self, cache: &str) {
-        self.write().remove(cache);
+    /// How many entities this replica's index of the cache holds (None if the cache has not
+    /// been queried here, or was removed): for STATS.
+    pub fn indexed_entities(&self, cache: &str) -> Option<usize> {
+        self.read().get(cache).map(|ci| ci.index.len())
     }
 }
 
