@@ -268,3 +268,81 @@ fn refresh_key(index: &mut QueryIndex<Stored>, cache: &Cache, schemas: &Schemas,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME;
+    use ferrod_store::{Expiration, StoreConfig};
+    use prost_reflect::{DynamicMessage, Value};
+
+    use crate::schemas::TextEncoding;
+
+    const SCHEMA: &str =
+        "package t;\n/** @Indexed */\nmessage E {\n  /** @Basic */\n  optional string name = 1;\n}\n";
+
+    /// An index that fell behind the change stream (its follower was held up while more
+    /// changes than the stream buffers were published) is rebuilt from memory: the entity
+    /// whose change it missed is indexed all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Holding the index lock across the writes is the point: it stalls the index's follower.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_lagging_index_is_rebuilt_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrod.db").display()
+        ));
+        cfg.caches = crate::config::builtin_caches();
+        cfg.event_buffer = 16;
+        let store = Store::open(cfg).await.unwrap();
+        let forever = Expiration::IMMORTAL;
+        store
+            .cache(PROTOBUF_METADATA_CACHE_NAME)
+            .unwrap()
+            .put(
+                TextEncoding::Plain.encode("t.proto"),
+                TextEncoding::Plain.encode(SCHEMA),
+                forever,
+            )
+            .await
+            .unwrap();
+        let state = Arc::new(SchemaState::default());
+        let schemas = state.resync(&store);
+        let entity = {
+            let mut m = DynamicMessage::new(schemas.message("t.E").expect("t.E registered"));
+            m.set_field_by_name("name", Value::String("one".into()));
+            Bytes::from(WrappedValue::Message(m).encode(&schemas))
+        };
+        let service = QueryService::start(store.clone(), state);
+        let cache = store.cache(crate::config::DEFAULT_CACHE_NAME).unwrap();
+        assert_eq!(service.index(&cache).index().len(), 0);
+
+        let stall = service.write();
+        let filler = || Bytes::from_static(b"not an entity");
+        cache
+            .put(Bytes::from_static(b"first"), filler(), forever)
+            .await
+            .unwrap();
+        // The follower takes the first change and waits for the lock; the entity's change and
+        // 40 more overflow the 16 the stream keeps for it.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cache
+            .put(Bytes::from_static(b"entity"), entity, forever)
+            .await
+            .unwrap();
+        for i in 0..40 {
+            cache
+                .put(Bytes::from(format!("f{i}")), filler(), forever)
+                .await
+                .unwrap();
+        }
+        drop(stall);
+        service.caught_up().await;
+        let guard = service.index(&cache);
+        assert_eq!(guard.index().len(), 1);
+        assert!(guard.index().get(b"entity").is_some());
+        drop(guard);
+        store.shutdown().await;
+    }
+}

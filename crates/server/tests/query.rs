@@ -346,6 +346,30 @@ async fn index_follows_writes() {
         ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
         vec!["us-2", "us-9"]
     );
+    // Writes without listener notification are indexed all the same.
+    let quiet = ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION;
+    let r = c
+        .req_flags(
+            Request::Put {
+                key: ws("key-8"),
+                expiration: EXP_DEFAULT,
+                value: session(&s, "us-8", "r3", "alice", None),
+            },
+            quiet,
+        )
+        .await;
+    assert_status(&r, status::SUCCESS);
+    let mut got = ids(&c.req(request(q, &[("u", "alice")], None, None)).await);
+    got.sort();
+    assert_eq!(got, vec!["us-2", "us-8", "us-9"]);
+    let r = c
+        .req_flags(Request::Remove { key: ws("key-8") }, quiet)
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_eq!(
+        ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
+        vec!["us-2", "us-9"]
+    );
     // A non-entity value under a key is not a result.
     c.put_bytes(ws("key-2"), ws("just a string")).await;
     assert_eq!(
