@@ -281,13 +281,19 @@ impl ListenerRegistry {
         self.read().values().map(Vec::len).sum()
     }
 
-    /// Delivers one committed change to every interested listener of its cache.
+    /// Delivers one committed change to every interested listener of its cache. Writes made
+    /// with SKIP_LISTENER_NOTIFICATION and whole-cache changes are not for listeners: a CLEAR
+    /// raises no client events in Infinispan (its `ClearCommand` notifies nobody).
     pub fn deliver(&self, change: &Arc<ChangeEvent>) {
+        if !change.listener_notification {
+            return;
+        }
         let kind = match change.kind {
             ChangeKind::Created => EventKind::Created,
             ChangeKind::Modified => EventKind::Modified,
             ChangeKind::Removed => EventKind::Removed,
             ChangeKind::Expired => EventKind::Expired,
+            ChangeKind::Cleared | ChangeKind::Reloaded => return,
         };
         let map = self.read();
         let Some(list) = map.get(&change.cache) else {

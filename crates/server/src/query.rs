@@ -9,9 +9,12 @@
 //! query first waits until this replica's acknowledged writes have been published (SQLite
 //! publishes them before acknowledging; on PostgreSQL the feed follower publishes them a moment
 //! later) and every published change is applied, so it sees its replica's own writes; other
-//! replicas' writes show once the change feed delivers them, as for reads. Queries only consider entries still alive in the cache, so entries expired but not yet
-//! reaped, and CLEARs (which publish no per-key changes), never show. An index built with
-//! older schemas (a `.proto` was registered or changed since) is rebuilt before it is used.
+//! replicas' writes show once the change feed delivers them, as for reads. A whole-cache change
+//! (a CLEAR on any replica, the cache removed or re-created, a reload after this replica's feed
+//! fell behind) rebuilds the cache's index from memory, as does falling behind the change
+//! stream. Queries only consider entries still alive in the cache, so entries expired but not
+//! yet reaped never show. An index built with older schemas (a `.proto` was registered or
+//! changed since) is rebuilt before it is used.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -138,6 +141,14 @@ impl QueryService {
 
     fn apply(&self, ev: &ChangeEvent) {
         let mut indexes = self.write();
+        if !indexes.contains_key(&ev.cache) {
+            return;
+        }
+        if ev.kind.is_whole_cache() {
+            // Memory already reflects it (and maybe later changes, whose events follow).
+            self.rebuild_locked(&mut indexes, &ev.cache);
+            return;
+        }
         let Some(ci) = indexes.get_mut(&ev.cache) else {
             return;
         };
@@ -212,9 +223,10 @@ impl QueryService {
         }
     }
 
-    /// Drops a cache's index (the cache was cleared); it is rebuilt on next use.
-    pub fn forget(&self, cache: &str) {
-        self.write().remove(cache);
+    /// How many entities this replica's index of the cache holds (None if the cache has not
+    /// been queried here, or was removed): for STATS.
+    pub fn indexed_entities(&self, cache: &str) -> Option<usize> {
+        self.read().get(cache).map(|ci| ci.index.len())
     }
 }
 
@@ -254,5 +266,83 @@ fn refresh_key(index: &mut QueryIndex<Stored>, cache: &Cache, schemas: &Schemas,
         _ => {
             index.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME;
+    use ferrod_store::{Expiration, StoreConfig};
+    use prost_reflect::{DynamicMessage, Value};
+
+    use crate::schemas::TextEncoding;
+
+    const SCHEMA: &str =
+        "package t;\n/** @Indexed */\nmessage E {\n  /** @Basic */\n  optional string name = 1;\n}\n";
+
+    /// An index that fell behind the change stream (its follower was held up while more
+    /// changes than the stream buffers were published) is rebuilt from memory: the entity
+    /// whose change it missed is indexed all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Holding the index lock across the writes is the point: it stalls the index's follower.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_lagging_index_is_rebuilt_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrod.db").display()
+        ));
+        cfg.caches = crate::config::builtin_caches();
+        cfg.event_buffer = 16;
+        let store = Store::open(cfg).await.unwrap();
+        let forever = Expiration::IMMORTAL;
+        store
+            .cache(PROTOBUF_METADATA_CACHE_NAME)
+            .unwrap()
+            .put(
+                TextEncoding::Plain.encode("t.proto"),
+                TextEncoding::Plain.encode(SCHEMA),
+                forever,
+            )
+            .await
+            .unwrap();
+        let state = Arc::new(SchemaState::default());
+        let schemas = state.resync(&store);
+        let entity = {
+            let mut m = DynamicMessage::new(schemas.message("t.E").expect("t.E registered"));
+            m.set_field_by_name("name", Value::String("one".into()));
+            Bytes::from(WrappedValue::Message(m).encode(&schemas))
+        };
+        let service = QueryService::start(store.clone(), state);
+        let cache = store.cache(crate::config::DEFAULT_CACHE_NAME).unwrap();
+        assert_eq!(service.index(&cache).index().len(), 0);
+
+        let stall = service.write();
+        let filler = || Bytes::from_static(b"not an entity");
+        cache
+            .put(Bytes::from_static(b"first"), filler(), forever)
+            .await
+            .unwrap();
+        // The follower takes the first change and waits for the lock; the entity's change and
+        // 40 more overflow the 16 the stream keeps for it.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cache
+            .put(Bytes::from_static(b"entity"), entity, forever)
+            .await
+            .unwrap();
+        for i in 0..40 {
+            cache
+                .put(Bytes::from(format!("f{i}")), filler(), forever)
+                .await
+                .unwrap();
+        }
+        drop(stall);
+        service.caught_up().await;
+        let guard = service.index(&cache);
+        assert_eq!(guard.index().len(), 1);
+        assert!(guard.index().get(b"entity").is_some());
+        drop(guard);
+        store.shutdown().await;
     }
 }

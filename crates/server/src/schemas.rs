@@ -2,9 +2,11 @@
 //!
 //! The cache is an ordinary persisted cache shared by all replicas. Each replica keeps a
 //! registry in step with it: from the persisted content at startup, after every write a client
-//! makes through this replica (before the client is answered), and from the change feed for
-//! writes made on other replicas. A periodic check also catches what the feed does not carry
-//! (a CLEAR on another replica).
+//! makes through this replica (before the client is answered), and from the store's change
+//! stream for every other change of the cache: writes made on other replicas (silent ones
+//! included), expirations, CLEARs and the cache's removal or re-creation on any replica, and a
+//! reload after this replica's change feed fell behind. Each one makes the registry re-read the
+//! cache from memory, so no periodic check is needed.
 //!
 //! As in Infinispan (`ProtobufMetadataManagerInterceptor`), the replica that handles a client's
 //! write also maintains the error keys through the normal durable write path before it answers:
@@ -27,7 +29,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferrod_codec::{status, Request, RequestHeader, Response};
@@ -313,30 +314,32 @@ async fn write_error_keys(
     Ok(())
 }
 
-/// How often the registry is compared with the cache even without a change event (a CLEAR on
-/// another replica reaches memory without one).
-pub const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Follows the change feed (writes from every replica) and keeps the registry in step.
+/// Follows the store's change stream (changes from every replica) and keeps the registry in
+/// step.
 pub async fn follow(state: Arc<SchemaState>, store: Store) {
-    let mut rx = store.subscribe();
-    let mut tick = tokio::time::interval(RESYNC_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Subscribed first, then read: whatever changed before is in memory, whatever changes
+    // after is received.
+    let rx = store.subscribe();
+    state.resync(&store);
+    follow_changes(state, store, rx).await
+}
+
+async fn follow_changes(
+    state: Arc<SchemaState>,
+    store: Store,
+    mut rx: broadcast::Receiver<Arc<ferrod_store::ChangeEvent>>,
+) {
     loop {
-        tokio::select! {
-            change = rx.recv() => match change {
-                Ok(change) if change.cache == PROTOBUF_METADATA_CACHE_NAME => {
-                    state.resync(&store);
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    state.resync(&store);
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = tick.tick() => {
+        match rx.recv().await {
+            Ok(change) if change.cache == PROTOBUF_METADATA_CACHE_NAME => {
                 state.resync(&store);
             }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!("the schema registry fell behind the change stream by {n} changes; re-reading {PROTOBUF_METADATA_CACHE_NAME}");
+                state.resync(&store);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
@@ -345,6 +348,7 @@ pub async fn follow(state: Arc<SchemaState>, store: Store) {
 mod tests {
     use super::*;
     use ferrod_store::StoreConfig;
+    use std::time::Duration;
 
     const FOREVER: Expiration = Expiration {
         lifespan: Expiry::Infinite,
@@ -352,11 +356,16 @@ mod tests {
     };
 
     async fn store(dir: &tempfile::TempDir) -> Store {
+        store_with_buffer(dir, StoreConfig::new("").event_buffer).await
+    }
+
+    async fn store_with_buffer(dir: &tempfile::TempDir, event_buffer: usize) -> Store {
         let mut cfg = StoreConfig::new(format!(
             "sqlite://{}",
             dir.path().join("ferrod.db").display()
         ));
         cfg.caches = crate::config::builtin_caches();
+        cfg.event_buffer = event_buffer;
         Store::open(cfg).await.expect("store")
     }
 
@@ -403,7 +412,7 @@ mod tests {
             .unwrap();
         eventually(&state, "g.G registered", |s| s.message("g.G").is_some()).await;
 
-        // CLEAR sends no per-key change: the periodic check catches it.
+        // CLEAR sends no per-key change, but one for the cache.
         cache.clear().await.unwrap();
         eventually(&state, "everything unregistered", |s| {
             s.message("f.F").is_none() && s.message("g.G").is_none()
@@ -413,6 +422,79 @@ mod tests {
             .schemas()
             .message(ferrod_query::schema::WRAPPED_MESSAGE)
             .is_some());
+
+        // A write without listener notification (SKIP_LISTENER_NOTIFICATION) still counts.
+        cache
+            .with_listener_notification(false)
+            .put(
+                TextEncoding::Wrapped.encode("h.proto"),
+                TextEncoding::Wrapped.encode("package h; message H {}"),
+                FOREVER,
+            )
+            .await
+            .unwrap();
+        eventually(&state, "h.H registered", |s| s.message("h.H").is_some()).await;
+
+        // Removing the cache forgets its schemas; a re-created cache starts empty.
+        let def = cache.def().clone();
+        assert!(store
+            .remove_cache(PROTOBUF_METADATA_CACHE_NAME)
+            .await
+            .unwrap());
+        eventually(&state, "h.H unregistered with the cache", |s| {
+            s.message("h.H").is_none()
+        })
+        .await;
+        let cache = store.get_or_create_cache(def).await.unwrap();
+        cache
+            .put(
+                TextEncoding::Wrapped.encode("i.proto"),
+                TextEncoding::Wrapped.encode("package i; message I {}"),
+                FOREVER,
+            )
+            .await
+            .unwrap();
+        eventually(&state, "i.I registered in the new cache", |s| {
+            s.message("i.I").is_some() && s.message("h.H").is_none()
+        })
+        .await;
+        follower.abort();
+        store.shutdown().await;
+    }
+
+    /// A follower that fell behind the change stream re-reads the cache: the schema whose
+    /// change it missed is registered all the same.
+    #[tokio::test]
+    async fn a_lagging_follower_rereads_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_buffer(&dir, 16).await;
+        let meta = store.cache(PROTOBUF_METADATA_CACHE_NAME).unwrap();
+        let other = store.cache(crate::config::DEFAULT_CACHE_NAME).unwrap();
+        let state = Arc::new(SchemaState::default());
+        let rx = store.subscribe();
+        meta.put(
+            TextEncoding::Wrapped.encode("f.proto"),
+            TextEncoding::Wrapped.encode("package f; message F {}"),
+            FOREVER,
+        )
+        .await
+        .unwrap();
+        // Pushes the schema's change out of the 16-event buffer before the follower runs.
+        for i in 0..40 {
+            other
+                .put(
+                    Bytes::from(format!("k{i}")),
+                    Bytes::from_static(b"v"),
+                    FOREVER,
+                )
+                .await
+                .unwrap();
+        }
+        let follower = tokio::spawn(follow_changes(state.clone(), store.clone(), rx));
+        eventually(&state, "f.F registered after the lag", |s| {
+            s.message("f.F").is_some()
+        })
+        .await;
         follower.abort();
         store.shutdown().await;
     }

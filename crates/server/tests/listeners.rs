@@ -284,11 +284,37 @@ async fn listener_on_one_replica_sees_writes_made_through_another() {
         .is_none());
     // B serves what A wrote.
     assert_eq!(l.get_str("k3").await.as_deref(), Some("v19"));
+
+    // A silent write and a CLEAR on A reach B's memory but none of B's listeners: the next
+    // event is the write after them.
+    let r = w
+        .req_flags(
+            Request::Put {
+                key: b("quiet"),
+                expiration: EXP_DEFAULT,
+                value: b("1"),
+            },
+            ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION,
+        )
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_status(&w.req(Request::Clear).await, status::SUCCESS);
+    w.put("after", "x").await;
+    let e = next_event(&mut l, Duration::from_secs(10))
+        .await
+        .expect("event for the write after the CLEAR");
+    assert_eq!(plain(&e).0, EventKind::Created);
+    assert_eq!(plain(&e).1, b("after"));
+    assert!(next_event(&mut l, Duration::from_millis(700))
+        .await
+        .is_none());
+    assert_eq!(l.get_str("k3").await, None, "B's memory was cleared");
 }
 
-/// SKIP_LISTENER_NOTIFICATION (0x20): the write happens and is visible, but no listener hears of it.
+/// SKIP_LISTENER_NOTIFICATION (0x20): the write happens and is visible, but no listener hears of
+/// it. Nor of a CLEAR (Infinispan raises no client events for one).
 #[tokio::test]
-async fn skip_listener_notification_flag_suppresses_events_only() {
+async fn skip_listener_notification_flag_and_clear_raise_no_events() {
     let server = Server::start().await;
     let mut l = server.client().await;
     assert_status(
@@ -307,15 +333,18 @@ async fn skip_listener_notification_flag_suppresses_events_only() {
         )
         .await;
     assert_status(&r, status::SUCCESS);
+    assert_eq!(l.get_str("quiet").await.as_deref(), Some("1"));
+    assert_status(&w.req(Request::Clear).await, status::SUCCESS);
     w.put("loud", "2").await;
     let e = next_event(&mut l, Duration::from_secs(5))
         .await
         .expect("event for the unflagged write");
+    assert_eq!(plain(&e).0, EventKind::Created);
     assert_eq!(plain(&e).1, b("loud"));
     assert!(next_event(&mut l, Duration::from_millis(500))
         .await
         .is_none());
-    assert_eq!(l.get_str("quiet").await.as_deref(), Some("1"));
+    assert_eq!(l.get_str("quiet").await, None);
 }
 
 /// A listener that never reads must not slow writers down: its bounded queue overflows and its

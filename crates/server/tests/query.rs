@@ -346,18 +346,44 @@ async fn index_follows_writes() {
         ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
         vec!["us-2", "us-9"]
     );
+    // Writes without listener notification are indexed all the same.
+    let quiet = ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION;
+    let r = c
+        .req_flags(
+            Request::Put {
+                key: ws("key-8"),
+                expiration: EXP_DEFAULT,
+                value: session(&s, "us-8", "r3", "alice", None),
+            },
+            quiet,
+        )
+        .await;
+    assert_status(&r, status::SUCCESS);
+    let mut got = ids(&c.req(request(q, &[("u", "alice")], None, None)).await);
+    got.sort();
+    assert_eq!(got, vec!["us-2", "us-8", "us-9"]);
+    let r = c
+        .req_flags(Request::Remove { key: ws("key-8") }, quiet)
+        .await;
+    assert_status(&r, status::SUCCESS);
+    assert_eq!(
+        ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
+        vec!["us-2", "us-9"]
+    );
     // A non-entity value under a key is not a result.
     c.put_bytes(ws("key-2"), ws("just a string")).await;
     assert_eq!(
         ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
         vec!["us-9"]
     );
+    assert_eq!(indexed_entities(&mut c).await, 4);
     let r = c.req(Request::Clear).await;
     assert_status(&r, status::SUCCESS);
     assert_eq!(
         ids(&c.req(request(q, &[("u", "alice")], None, None)).await),
         Vec::<String>::new()
     );
+    assert_eq!(indexed_entities(&mut c).await, 0, "CLEAR empties the index");
     // The admin tasks Keycloak runs after a schema change rebuild the index.
     c.put_bytes(ws("key-5"), session(&s, "us-5", "r1", "alice", None))
         .await;
@@ -569,6 +595,127 @@ async fn two_postgres_replicas() {
     }
     assert_eq!(left, 0, "B's DELETE reaches A");
     assert_eq!(ca.get_bytes(ws("k0")).await, None);
+}
+
+/// The number of entities in the server's query index of the client's cache (STATS).
+async fn indexed_entities(c: &mut Client) -> u64 {
+    let stats = c.stats().await;
+    let (_, n) = stats
+        .iter()
+        .find(|(k, _)| k == "queryIndexEntities")
+        .expect("STATS has queryIndexEntities");
+    n.parse().expect("a count")
+}
+
+/// Queries `c` (bounded) until the query succeeds with `hits` hits.
+async fn until_hits(c: &mut Client, q: &str, params: &[(&str, &str)], hits: i32, what: &str) {
+    let mut seen = None;
+    for _ in 0..200 {
+        let r = c.req(request(q, params, None, None)).await;
+        if r.header.status == status::SUCCESS {
+            seen = Some(response(&r).hit_count);
+            if seen == Some(hits) {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what}: never got {hits} hits (last: {seen:?})");
+}
+
+/// A CLEAR on replica A reaches replica B's query index (not only B's memory): B's index
+/// holds only what was written after the CLEAR.
+#[tokio::test]
+async fn clear_on_one_replica_empties_the_other_replicas_index() {
+    let Some(db) = PgDb::create("ickle_clear").await else {
+        return;
+    };
+    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
+    let a = Server::start_with(opts.clone()).await;
+    let b_ = Server::start_with(opts).await;
+    register_schema(&a).await;
+    let s = schemas();
+    let mut ca = a.client().await.with_cache("sessions");
+    let mut cb = b_.client().await.with_cache("sessions");
+    let q = "FROM keycloak.RemoteUserSessionEntity e WHERE e.realmId = :r";
+    for i in 0..5 {
+        ca.put_bytes(
+            ws(&format!("k{i}")),
+            session(&s, &format!("us-{i}"), "r1", "u", None),
+        )
+        .await;
+    }
+    until_hits(&mut cb, q, &[("r", "r1")], 5, "B indexes A's writes").await;
+    assert_eq!(indexed_entities(&mut cb).await, 5);
+    until_hits(&mut ca, q, &[("r", "r1")], 5, "A indexes its writes").await;
+    assert_eq!(indexed_entities(&mut ca).await, 5);
+
+    assert_status(&ca.req(Request::Clear).await, status::SUCCESS);
+    ca.put_bytes(ws("after"), session(&s, "us-after", "r1", "u", None))
+        .await;
+    // B's feed applies the CLEAR before the later write: once B finds that write, its index
+    // must have dropped the cleared entities.
+    until_hits(
+        &mut cb,
+        q,
+        &[("r", "r1")],
+        1,
+        "B sees only the write after the CLEAR",
+    )
+    .await;
+    assert_eq!(
+        indexed_entities(&mut cb).await,
+        1,
+        "B's index keeps no entity of the cleared cache"
+    );
+    until_hits(
+        &mut ca,
+        q,
+        &[("r", "r1")],
+        1,
+        "A sees only the write after its CLEAR",
+    )
+    .await;
+    assert_eq!(indexed_entities(&mut ca).await, 1, "nor does A's");
+    drop(db);
+}
+
+/// A schema cleared from `___protobuf_metadata` on replica A is forgotten by replica B's
+/// registry (its entity becomes unknown to B's queries), without any periodic re-check.
+#[tokio::test]
+async fn schemas_cleared_on_one_replica_are_forgotten_by_the_other() {
+    let Some(db) = PgDb::create("schema_clear").await else {
+        return;
+    };
+    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
+    let a = Server::start_with(opts.clone()).await;
+    let b_ = Server::start_with(opts).await;
+    register_schema(&a).await;
+    let mut cb = b_.client().await.with_cache("sessions");
+    let q = "FROM keycloak.RemoteUserSessionEntity e";
+    until_hits(&mut cb, q, &[], 0, "B learns the schema").await;
+
+    let mut meta = a.client().await.with_cache("___protobuf_metadata");
+    assert_status(&meta.req(Request::Clear).await, status::SUCCESS);
+    let mut last = String::new();
+    for _ in 0..200 {
+        let r = cb.req(request(q, &[], None, None)).await;
+        if r.header.status != status::SUCCESS {
+            last = error_text(&r);
+            if last.contains("unknown entity 'keycloak.RemoteUserSessionEntity'") {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        last.contains("unknown entity 'keycloak.RemoteUserSessionEntity'"),
+        "B still knows the cleared schema (last error: {last:?})"
+    );
+    // Registered again on A, B knows it again.
+    register_schema(&a).await;
+    until_hits(&mut cb, q, &[], 0, "B learns the schema again").await;
+    drop(db);
 }
 
 /// Authenticates `c` as `user` with PLAIN (`authzid NUL authcid NUL password`).

@@ -113,9 +113,10 @@ impl Cache {
     /// default) or not (HotRod's SKIP_LISTENER_NOTIFICATION flag:
     /// `cache.with_listener_notification(false).put(..)`). Without events a write is otherwise
     /// the same: committed, recorded in the change log, and applied to the memory of every
-    /// replica; only no [`crate::ChangeEvent`] is published for it, on any replica. Reads,
-    /// CLEAR and expiration are not affected (CLEAR raises no per-entry events anyway, and an
-    /// entry written without events still raises Expired when it expires).
+    /// replica; its [`crate::ChangeEvent`] is still published on every replica, with
+    /// `listener_notification` false, for consumers that mirror the cache (client listeners
+    /// skip it). Reads, CLEAR and expiration are not affected (CLEAR raises no per-entry events
+    /// anyway, and an entry written without events still raises Expired when it expires).
     pub fn with_listener_notification(&self, notify: bool) -> Cache {
         Cache {
             inner: self.inner.clone(),

@@ -1,5 +1,8 @@
 //! The change feed: committed changes of every replica, applied to memory and published to
-//! subscribers (client listeners) exactly once each, per key in commit order.
+//! subscribers (client listeners, the query index, the schema registry) exactly once each, per
+//! key in commit order. Whole-cache changes (CLEAR, cache creation and removal, a reload after
+//! the feed fell behind) are published as one `Cleared` / `Reloaded` event each, in the same
+//! order, after memory reflects them.
 //!
 //! SQLite (one process): the writer publishes right after each commit, in commit order.
 //!
@@ -21,23 +24,41 @@ use crate::entry::Row;
 use crate::store::Core;
 use crate::writer::{Op, Reply};
 
-/// What happened to an entry.
+/// What happened to an entry, or to a whole cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
     Created,
     Modified,
     Removed,
     Expired,
+    /// The whole cache changed at once, with no per-entry changes: it was cleared, created, or
+    /// removed (then the store no longer has it). Published after memory reflects it. Client
+    /// listeners are never told (Infinispan raises no entry events on CLEAR); consumers that
+    /// mirror a cache's content re-read it from memory.
+    Cleared,
+    /// This replica's change feed fell behind the pruned change log and the cache was reloaded
+    /// from SQL: the changes in between have no events of their own. Published after the
+    /// reload; consumers that mirror a cache's content re-read it from memory.
+    Reloaded,
 }
 
-/// One committed change of one entry, as client listeners see it.
+impl ChangeKind {
+    /// Whether this is a change of the whole cache (no key) rather than of one entry.
+    pub fn is_whole_cache(self) -> bool {
+        matches!(self, ChangeKind::Cleared | ChangeKind::Reloaded)
+    }
+}
+
+/// One committed change of one entry (or of a whole cache, see [`ChangeKind::Cleared`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChangeEvent {
     pub cache: String,
+    /// Empty for whole-cache changes.
     pub key: Bytes,
     pub kind: ChangeKind,
     /// The new version for Created/Modified; the removed/expired entry's version otherwise (0
-    /// if unknown).
+    /// if unknown); for Cleared the CLEAR's version (entries older than it are gone), 0 for
+    /// Reloaded.
     pub version: i64,
     /// Created/Modified: the new value (None if a replica learned of this change only after
     /// the entry had changed again); Expired: the expired value; Removed: the previous value
@@ -45,6 +66,26 @@ pub struct ChangeEvent {
     pub value: Option<Bytes>,
     /// Modified/Removed: the previous value when known.
     pub previous: Option<Bytes>,
+    /// Whether client listeners are told: false for writes made with listener notification
+    /// off (HotRod's SKIP_LISTENER_NOTIFICATION) and for whole-cache changes. Such changes are
+    /// still published, for consumers that mirror the content (query index, schema registry).
+    pub listener_notification: bool,
+}
+
+impl ChangeEvent {
+    /// A whole-cache change ([`ChangeKind::Cleared`] or [`ChangeKind::Reloaded`]).
+    pub fn whole_cache(cache: &str, kind: ChangeKind, version: i64) -> ChangeEvent {
+        debug_assert!(kind.is_whole_cache());
+        ChangeEvent {
+            cache: cache.to_string(),
+            key: Bytes::new(),
+            kind,
+            version,
+            value: None,
+            previous: None,
+            listener_notification: false,
+        }
+    }
 }
 
 /// Feed state shared by the store handle, the writer and the follower.
@@ -95,6 +136,20 @@ impl Feed {
 
     pub fn has_subscribers(&self) -> bool {
         self.events.receiver_count() > 0
+    }
+
+    /// This process's writer cleared, created or removed `cache` (with the change row's
+    /// `version`); memory reflects it. Without a follower (SQLite) the writer's commits are the
+    /// feed, so it is published here; with one, the follower publishes it when it reaches the
+    /// change row, in seq order with every other change.
+    pub fn local_cleared(&self, cache: &str, version: i64) {
+        if !self.follows {
+            self.publish(Arc::new(ChangeEvent::whole_cache(
+                cache,
+                ChangeKind::Cleared,
+                version,
+            )));
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -417,7 +472,7 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         local_ev: Option<Arc<ChangeEvent>>,
         /// Written by this process (memory has it already).
         local: bool,
-        /// Whether to publish an event.
+        /// Whether client listeners are told.
         notify: bool,
     }
     let mut items: Vec<Item> = Vec::with_capacity(rows.len());
@@ -425,12 +480,14 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         match parse(r) {
             Ok((cache, p)) => {
                 let own = r.origin.as_deref() == Some(core.feed.origin.as_str());
-                let local_ev = if own && r.notify {
+                // Own key changes registered their event (silent ones too); own whole-cache
+                // changes did not and are applied like another replica's (idempotent).
+                let local_ev = if own {
                     core.feed.take_pending(r.seq)
                 } else {
                     None
                 };
-                let local = local_ev.is_some() || (own && !r.notify);
+                let local = local_ev.is_some();
                 items.push(Item {
                     cache,
                     p,
@@ -500,11 +557,24 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         notify,
     } in items
     {
+        if let Parsed::Clear { version } = p {
+            // A cache that is not here (any more) was removed, or created and removed since:
+            // consumers find it gone.
+            if let Some(Some(cache)) = caches.get(&name) {
+                remote_clear(core, cache, version).await;
+            }
+            core.feed.publish(Arc::new(ChangeEvent::whole_cache(
+                &name,
+                ChangeKind::Cleared,
+                version.unwrap_or(0),
+            )));
+            continue;
+        }
         let Some(Some(cache)) = caches.get(&name) else {
             continue;
         };
         let inner = &cache.inner;
-        if local && !matches!(p, Parsed::Clear { .. }) {
+        if local {
             match &p {
                 Parsed::Removed { key, version } | Parsed::Expired { key, version, .. } => {
                     inner.remove_upto(key, *version, true);
@@ -566,6 +636,7 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                     version,
                     value,
                     previous: if created { None } else { previous },
+                    listener_notification: notify,
                 }
             }
             Parsed::Removed { key, version } => {
@@ -582,6 +653,7 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                     version,
                     value: previous.clone(),
                     previous,
+                    listener_notification: notify,
                 }
             }
             Parsed::Expired {
@@ -599,20 +671,18 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
                     version,
                     value,
                     previous: None,
+                    listener_notification: notify,
                 }
             }
-            Parsed::Clear { version } => {
-                remote_clear(core, cache, version).await;
-                continue;
-            }
+            Parsed::Clear { .. } => continue,
         };
-        if notify {
-            core.feed.publish(Arc::new(ev));
-        }
+        // Silent changes too: consumers mirroring the cache need them; listeners skip them.
+        core.feed.publish(Arc::new(ev));
     }
 }
 
-/// Another replica cleared or removed a cache.
+/// A cache was cleared, created or removed: by another replica, or by this one (memory has
+/// that already; applying it again changes nothing).
 async fn remote_clear(core: &Core, cache: &Cache, version: Option<i64>) {
     let inner: &CacheInner = &cache.inner;
     match version {
@@ -699,14 +769,26 @@ pub(crate) async fn reload(core: &Core, gap_bound: Duration) -> Result<Cursor, s
                 inner.remove_upto(&k, v, true);
             }
         }
+        // The changes skipped have no events: consumers mirroring the cache re-read it.
+        core.feed.publish(Arc::new(ChangeEvent::whole_cache(
+            &def.name,
+            ChangeKind::Reloaded,
+            0,
+        )));
     }
     let names: Vec<String> = core.registry_read().keys().cloned().collect();
     for name in names {
         if !defs.iter().any(|d| d.name == name) {
-            if let Some(c) = core.registry_write().remove(&name) {
+            let removed = core.registry_write().remove(&name);
+            if let Some(c) = removed {
                 c.inner.removed.store(true, Ordering::Release);
                 c.inner.map.clear();
                 c.inner.dirty.clear();
+                core.feed.publish(Arc::new(ChangeEvent::whole_cache(
+                    &name,
+                    ChangeKind::Reloaded,
+                    0,
+                )));
             }
         }
     }

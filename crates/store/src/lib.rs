@@ -29,7 +29,12 @@
 //!   so the order in which they race cannot make memory go back in time.
 //! - **Events**: each committed change exactly once per subscriber, per key in commit order
 //!   (change rows of a key are written under the key's row lock; CLEAR takes the cache row
-//!   exclusively). CLEAR raises no per-entry events.
+//!   exclusively), always after memory reflects it. Writes with listener notification off are
+//!   published too, marked for client listeners to skip. CLEAR raises no per-entry events but
+//!   one `Cleared` event for the cache (so do creating and removing a cache); a replica that
+//!   reloads its caches after falling behind the pruned change log publishes `Reloaded` for
+//!   each. Consumers that mirror a cache (query index, schema registry) re-read it on those, so
+//!   every change of memory reaches them without polling.
 //! - **Expiration** is swept by one replica at a time (a lease in `ferrod_leases`), which
 //!   records `expired` changes (with the value) so every replica drops the entry and raises
 //!   Expired. Max-idle: every replica flushes its own reads' touches to SQL every reaper

@@ -78,18 +78,12 @@ impl Core {
     }
 
     /// Hands the events of a transaction about to commit to the feed. `seqs` are the seqs of
-    /// its change rows, `events` aligned with them. With a follower (PostgreSQL) they are
+    /// its change rows, `events` aligned with them (one per change row, silent writes
+    /// included). With a follower (PostgreSQL) they are
     /// registered for it to publish in seq order, and nothing is returned; without (SQLite),
     /// they are returned for the writer to publish right after COMMIT.
-    pub fn stage_events(
-        &self,
-        seqs: &[i64],
-        events: Vec<Option<ChangeEvent>>,
-    ) -> Vec<Arc<ChangeEvent>> {
-        let pairs = seqs
-            .iter()
-            .zip(events)
-            .filter_map(|(s, e)| e.map(|e| (*s, Arc::new(e))));
+    pub fn stage_events(&self, seqs: &[i64], events: Vec<ChangeEvent>) -> Vec<Arc<ChangeEvent>> {
+        let pairs = seqs.iter().zip(events).map(|(s, e)| (*s, Arc::new(e)));
         if self.feed.follows() {
             self.feed.register_pending(pairs);
             Vec::new()
@@ -362,9 +356,13 @@ impl Store {
     }
 
     /// Every committed change of every cache, whichever replica made it, exactly once per
-    /// change, and per key in commit order. CLEAR produces no per-entry events (as in
-    /// Infinispan). A subscriber that falls more than `StoreConfig::event_buffer` events
-    /// behind gets `RecvError::Lagged` and has missed events.
+    /// change, and per key in commit order, published once memory reflects it. Writes with
+    /// listener notification off are included (`ChangeEvent::listener_notification` is false).
+    /// CLEAR produces no per-entry events (as in Infinispan) but one `Cleared` event
+    /// for the cache, as do creating and removing a cache; `Reloaded` follows a
+    /// reload from SQL after the feed fell behind. A subscriber that falls more than
+    /// `StoreConfig::event_buffer` events behind gets `RecvError::Lagged` and has missed
+    /// events: it must re-read what it mirrors from memory.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ChangeEvent>> {
         self.core.feed.events.subscribe()
     }

@@ -756,8 +756,8 @@ struct Eval {
     slots: HashMap<(usize, Bytes), Slot>,
     changes: Vec<Change>,
     /// Aligned with `changes`.
-    events: Vec<Option<ChangeEvent>>,
-    /// Whether the op being evaluated raises events (see `Op::Key`).
+    events: Vec<ChangeEvent>,
+    /// Whether the op being evaluated raises client-listener events (see `Op::Key`).
     notify: bool,
 }
 
@@ -827,14 +827,15 @@ impl Eval {
             value: None,
             notify,
         });
-        self.events.push(notify.then(|| ChangeEvent {
+        self.events.push(ChangeEvent {
             cache: cache.to_string(),
             key: key.clone(),
             kind,
             version,
             value: Some(value),
             previous: prev.map(|p| p.value),
-        }));
+            listener_notification: notify,
+        });
         Ok(())
     }
 
@@ -855,14 +856,15 @@ impl Eval {
             notify,
         });
         let previous = prev.map(|r| r.value);
-        self.events.push(notify.then(|| ChangeEvent {
+        self.events.push(ChangeEvent {
             cache: cache.to_string(),
             key: key.clone(),
             kind: ChangeKind::Removed,
             version: version.unwrap_or(0),
             value: previous.clone(),
             previous,
-        }));
+            listener_notification: notify,
+        });
         Ok(())
     }
 
@@ -1083,6 +1085,7 @@ async fn clear(core: &Core, cache: &Arc<CacheInner>) -> Result<Reply, StoreError
     if let Some(seq) = seqs.last() {
         core.feed.local_committed(*seq);
     }
+    core.feed.local_cleared(&cache.def.name, version);
     Ok(Reply::Unit)
 }
 
@@ -1094,11 +1097,13 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     let inserted = tx.insert_cache(def, now_ms()).await?;
     // If another process created it first, its definition (and rows) are the truth.
     let mut seqs = Vec::new();
+    let mut created_version = None;
     let (actual, rows) = if inserted {
         // Other replicas register the cache when its first change row reaches them; this
         // one (a CLEAR of the empty cache, ordered before any write to it since the new cache
         // row stays locked until COMMIT) makes that happen even before anything is written.
         let version = tx.alloc_versions(1, 0).await?.first().copied().unwrap_or(0);
+        created_version = Some(version);
         seqs = tx
             .insert_changes(
                 &[Change {
@@ -1141,6 +1146,9 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     if let Some(seq) = seqs.last() {
         core.feed.local_committed(*seq);
     }
+    if let Some(version) = created_version {
+        core.feed.local_cleared(&def.name, version);
+    }
     Ok(Reply::Cache(cache))
 }
 
@@ -1178,8 +1186,10 @@ async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
     // Exclusive, as for CLEAR: no batch of this cache is in flight when the row goes.
     let present = tx.lock_caches(&[name], true).await?;
     let mut seqs = Vec::new();
+    let mut removed_version = None;
     if !present.is_empty() {
         let version = tx.alloc_versions(1, 0).await?.first().copied().unwrap_or(0);
+        removed_version = Some(version);
         // Followers drop the cache's entries on this and, finding the cache row gone, the
         // cache itself.
         seqs = tx
@@ -1208,6 +1218,9 @@ async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
         c.inner.removed.store(true, Ordering::Release);
         c.inner.map.clear();
         c.inner.dirty.clear();
+    }
+    if let Some(version) = removed_version {
+        core.feed.local_cleared(name, version);
     }
     Ok(Reply::Removed(deleted || known.is_some()))
 }
@@ -1297,15 +1310,14 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
             &seqs,
             swept
                 .iter()
-                .map(|s| {
-                    Some(ChangeEvent {
-                        cache: s.cache.clone(),
-                        key: s.key.clone(),
-                        kind: ChangeKind::Expired,
-                        version: s.version,
-                        value: Some(s.value.clone()),
-                        previous: None,
-                    })
+                .map(|s| ChangeEvent {
+                    cache: s.cache.clone(),
+                    key: s.key.clone(),
+                    kind: ChangeKind::Expired,
+                    version: s.version,
+                    value: Some(s.value.clone()),
+                    previous: None,
+                    listener_notification: true,
                 })
                 .collect(),
         );

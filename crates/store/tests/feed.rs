@@ -122,10 +122,10 @@ async fn events_of_one_store(db: &TestDb) {
     c.put(b("gone"), b("g2"), IMM).await.unwrap();
     let vg = c.peek(b"gone").unwrap().version;
     assert_eq!(store.run_maintenance().await.unwrap(), 1);
-    c.clear().await.unwrap(); // no per-entry events
+    c.clear().await.unwrap(); // no per-entry events: one for the cache
     c.put(b("after"), b("x"), IMM).await.unwrap();
 
-    let evs = recv_exactly(&mut rx, 10).await;
+    let evs = recv_exactly(&mut rx, 11).await;
     let kinds: Vec<(ChangeKind, &[u8])> = evs.iter().map(|e| (e.kind, &e.key[..])).collect();
     use ChangeKind::*;
     assert_eq!(
@@ -140,8 +140,17 @@ async fn events_of_one_store(db: &TestDb) {
             (Created, b"gone"),
             (Created, b"gone"),
             (Expired, b"short"),
+            (Cleared, b""),
             (Created, b"after"),
         ]
+    );
+    let listeners: Vec<bool> = evs.iter().map(|e| e.listener_notification).collect();
+    assert_eq!(listeners, [vec![true; 9], vec![false], vec![true]].concat());
+    assert_eq!(evs[9].cache, "default");
+    assert!(
+        evs[9].version > evs[7].version && evs[9].version < evs[10].version,
+        "the CLEAR's version: {:?}",
+        evs[9]
     );
     assert_eq!(evs[0].version, v1);
     assert_eq!(evs[0].value, Some(b("v1")));
@@ -170,9 +179,9 @@ async fn events_of_one_store(db: &TestDb) {
 // ---------------------------------------------------------------------------------------------
 // Writes with listener notification off (HotRod SKIP_LISTENER_NOTIFICATION).
 
-both_backends!(silent_writes_raise_no_events);
+both_backends!(silent_writes_are_published_for_consumers_but_not_for_listeners);
 
-async fn silent_writes_raise_no_events(db: &TestDb) {
+async fn silent_writes_are_published_for_consumers_but_not_for_listeners(db: &TestDb) {
     let store = Store::open(db.config()).await.unwrap();
     let c = store.cache("default").unwrap();
     let quiet = c.with_listener_notification(false);
@@ -204,13 +213,25 @@ async fn silent_writes_raise_no_events(db: &TestDb) {
     assert!(c.peek(b"qa").is_none());
     assert_eq!(c.peek(b"qb").unwrap().value, b("2"));
 
-    let evs = recv_exactly(&mut rx, 2).await;
-    let got: Vec<(ChangeKind, &[u8])> = evs.iter().map(|e| (e.kind, &e.key[..])).collect();
+    // Every change is published (the query index and the schema registry need them); only
+    // the notifying ones are for client listeners.
+    let evs = recv_exactly(&mut rx, 8).await;
+    let got: Vec<(ChangeKind, &[u8], bool)> = evs
+        .iter()
+        .map(|e| (e.kind, &e.key[..], e.listener_notification))
+        .collect();
+    use ChangeKind::*;
     assert_eq!(
         got,
         vec![
-            (ChangeKind::Created, &b"n"[..]),
-            (ChangeKind::Modified, b"n")
+            (Created, &b"q"[..], false),
+            (Created, b"n", true),
+            (Modified, b"q", false),
+            (Created, b"qa", false),
+            (Created, b"qb", false),
+            (Modified, b"q", false),
+            (Removed, b"qa", false),
+            (Modified, b"n", true),
         ]
     );
     // The change log still records the silent writes (followers must apply them).
@@ -224,16 +245,28 @@ async fn silent_writes_raise_no_events(db: &TestDb) {
     sleep_ms(300).await;
     // The background reaper may have swept it already.
     store.run_maintenance().await.unwrap();
-    let evs = recv_exactly(&mut rx, 1).await;
+    let evs = recv_exactly(&mut rx, 2).await;
     assert_eq!(
-        (evs[0].kind, evs[0].key.clone()),
-        (ChangeKind::Expired, b("short"))
+        (
+            evs[0].kind,
+            evs[0].key.clone(),
+            evs[0].listener_notification
+        ),
+        (Created, b("short"), false)
+    );
+    assert_eq!(
+        (
+            evs[1].kind,
+            evs[1].key.clone(),
+            evs[1].listener_notification
+        ),
+        (Expired, b("short"), true)
     );
     store.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_writes_reach_other_replicas_without_events() {
+async fn silent_writes_reach_other_replicas_marked_silent() {
     let Some(db) = pg().await else { return };
     let a = Store::open(replica(&db)).await.unwrap();
     let bs = Store::open(replica(&db)).await.unwrap();
@@ -267,13 +300,38 @@ async fn silent_writes_reach_other_replicas_without_events() {
     })
     .await;
 
-    // A notifying write afterwards: exactly one event per subscriber, the silent ones none.
+    // A notifying write afterwards. Each subscriber got every change once, only this one
+    // for listeners.
     ca.put(b("loud"), b("1"), IMM).await.unwrap();
     for rx in [&mut rxa, &mut rxb] {
-        let ev = recv_exactly(rx, 1).await;
+        let evs = recv_exactly(rx, 7).await;
+        let mut silent: Vec<(ChangeKind, Bytes)> = evs[..6]
+            .iter()
+            .map(|e| {
+                assert!(!e.listener_notification, "silent: {e:?}");
+                (e.kind, e.key.clone())
+            })
+            .collect();
+        silent.sort_by(|x, y| (&x.1, format!("{:?}", x.0)).cmp(&(&y.1, format!("{:?}", y.0))));
+        use ChangeKind::*;
         assert_eq!(
-            (ev[0].kind, ev[0].key.clone()),
-            (ChangeKind::Created, b("loud"))
+            silent,
+            vec![
+                (Created, b("fromb")),
+                (Created, b("k")),
+                (Modified, b("k")),
+                (Created, b("x")),
+                (Removed, b("x")),
+                (Created, b("y")),
+            ]
+        );
+        assert_eq!(
+            (
+                evs[6].kind,
+                evs[6].key.clone(),
+                evs[6].listener_notification
+            ),
+            (Created, b("loud"), true)
         );
     }
     until("positions meet", || {
@@ -339,12 +397,22 @@ async fn write_on_a_appears_on_b() {
     assert_eq!(recv_exactly(&mut rxa, 1).await[0].key, b("fromb"));
     assert_eq!(recv_exactly(&mut rx, 1).await[0].key, b("fromb"));
 
-    // CLEAR empties the other replica without per-entry events.
+    // CLEAR empties the other replica without per-entry events: B publishes one Cleared,
+    // once its memory is empty, and A publishes the same for its own CLEAR.
     ca.put(b("c1"), b("x"), IMM).await.unwrap();
     until("B sees c1", || cb.peek(b"c1").is_some()).await;
     let _ = recv_exactly(&mut rx, 1).await;
+    let _ = recv_exactly(&mut rxa, 1).await;
     ca.clear().await.unwrap();
-    until("B is cleared", || cb.size() == 0).await;
+    let ev = recv_n(&mut rx, 1).await;
+    assert_eq!(
+        (ev[0].kind, ev[0].cache.as_str(), ev[0].key.clone()),
+        (ChangeKind::Cleared, "default", Bytes::new())
+    );
+    assert_eq!(cb.size(), 0, "B's memory is cleared before the event");
+    assert!(!ev[0].listener_notification);
+    let ev_a = recv_n(&mut rxa, 1).await;
+    assert_eq!(ev_a, ev, "the same event on the replica that cleared");
     ca.put(b("c2"), b("y"), IMM).await.unwrap();
     until("B sees the write after the clear", || {
         cb.peek(b"c2").is_some()
@@ -357,9 +425,14 @@ async fn write_on_a_appears_on_b() {
     );
 
     // A cache created on A shows up on B (before anything is written to it); removing it
-    // removes it on B.
+    // removes it on B. Both publish a Cleared for the cache.
     let na = a.get_or_create_cache(CacheDef::new("other")).await.unwrap();
-    until("B registers the new cache", || bs.cache("other").is_some()).await;
+    let ev = recv_n(&mut rx, 1).await;
+    assert_eq!(
+        (ev[0].kind, ev[0].cache.as_str()),
+        (ChangeKind::Cleared, "other")
+    );
+    assert!(bs.cache("other").is_some(), "B registered the new cache");
     na.put(b("o"), b("1"), IMM).await.unwrap();
     until("B adopts the new cache", || {
         bs.cache("other").is_some_and(|c| c.peek(b"o").is_some())
@@ -367,7 +440,12 @@ async fn write_on_a_appears_on_b() {
     .await;
     assert_eq!(recv_exactly(&mut rx, 1).await[0].cache, "other");
     a.remove_cache("other").await.unwrap();
-    until("B drops the removed cache", || bs.cache("other").is_none()).await;
+    let ev = recv_exactly(&mut rx, 1).await;
+    assert_eq!(
+        (ev[0].kind, ev[0].cache.as_str()),
+        (ChangeKind::Cleared, "other")
+    );
+    assert!(bs.cache("other").is_none(), "B dropped the removed cache");
 
     until("positions meet", || {
         a.feed_position() == bs.feed_position() && a.feed_position() > 0
@@ -788,11 +866,22 @@ async fn replica_behind_pruned_log_reloads() {
     assert_eq!(db.count("SELECT COUNT(*) FROM ferrod_changes").await, 0);
     assert!(cb.peek(b"k0").is_none() && cb.peek(b"old").is_some());
 
+    let mut rx = bs.subscribe();
     bs.pause_feed(false);
     until("B reloaded", || {
         cb.size() == 30 && cb.peek(b"old").is_none() && bs.is_ready()
     })
     .await;
+    // The missed changes have no events; each cache's reload has one, after memory.
+    let evs = recv_exactly(&mut rx, 1).await;
+    assert_eq!(
+        (
+            evs[0].kind,
+            evs[0].cache.as_str(),
+            evs[0].listener_notification
+        ),
+        (ChangeKind::Reloaded, "default", false)
+    );
     // and follows again afterwards
     ca.put(b("later"), b("v"), IMM).await.unwrap();
     until("B follows after the reload", || cb.peek(b"later").is_some()).await;

@@ -17,15 +17,11 @@ pub fn clear(ctx: &Arc<ServerContext>, h: RequestHeader) -> Action {
         Ok(c) => c,
         Err(resp) => return Action::Respond(*resp),
     };
-    let ctx = ctx.clone();
     Action::Write(Box::pin(async move {
         match cache.clear().await {
-            Ok(()) => {
-                // A CLEAR publishes no per-key changes: drop the cache's query index (queries
-                // also skip entries no longer in the cache); the next query rebuilds it.
-                ctx.query.forget(cache.name());
-                status_only(&h, status::SUCCESS)
-            }
+            // The store publishes the CLEAR to the query index (and the schema registry) as
+            // it does other replicas' CLEARs; a query waits until it is applied.
+            Ok(()) => status_only(&h, status::SUCCESS),
             Err(e) => store_error(&h, e),
         }
     }))
@@ -76,6 +72,14 @@ pub fn stats(ctx: &Arc<ServerContext>, h: &RequestHeader) -> Reply {
         ),
         ("sqlTransactionsFailed", m.transactions_failed.to_string()),
         ("sqlOpsCommitted", m.ops_committed.to_string()),
+        // Entities in this replica's query index of the cache (0 until the cache is queried).
+        (
+            "queryIndexEntities",
+            ctx.query
+                .indexed_entities(cache.name())
+                .unwrap_or(0)
+                .to_string(),
+        ),
     ];
     let stats = stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     Ok(Response::new(
