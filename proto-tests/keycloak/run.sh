@@ -13,6 +13,9 @@
 #      KC_BASELINE   1 (default) also runs the restart step on Keycloak's embedded caches (no ferrod)
 #      KC_HOTROD_ROUTE  proxy (default: a TCP round-robin proxy in front of the replicas, standing
 #                    in for a Kubernetes Service) or list (HotRod client server_list of both replicas)
+#      KC_HOTROD_SECURE  1 (default): TLS (test CA made with openssl) + SASL SCRAM-SHA-512 between
+#                    Keycloak and ferrod, as in production; 0: plain (see lib/security.js)
+#      KC_HOTROD_ROLE  role of Keycloak's HotRod user (default deployer)
 #      FERROD_BIN    (default <repo>/target/debug/ferrod; built with `cargo build -p ferrod` if absent)
 #      FERROD_TEST_PG_URL  (default: whatever scripts/pg-start.sh prints)
 #      KC_JAVA_HOME  JVM for Keycloak (default: the system java, 17)
@@ -31,6 +34,10 @@ mkdir -p "$CACHE/dist"
 if [ -z "${FERROD_TEST_PG_URL:-}" ]; then
   FERROD_TEST_PG_URL=$("$REPO/scripts/pg-start.sh")
   export FERROD_TEST_PG_URL
+fi
+if [ "${KC_HOTROD_SECURE:-1}" = 1 ] && ! command -v openssl > /dev/null; then
+  echo "keycloak: openssl makes the test CA and server certificate; install it or set KC_HOTROD_SECURE=0" >&2
+  exit 1
 fi
 export FERROD_BIN=${FERROD_BIN:-$REPO/target/debug/ferrod}
 if [ ! -x "$FERROD_BIN" ]; then

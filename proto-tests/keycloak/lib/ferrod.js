@@ -10,8 +10,10 @@ const START_TIMEOUT_MS = 60_000;
 
 /** One ferrod replica: a fixed port and database, restartable with any binary. */
 class Replica {
-  constructor(name, { bin, databaseUrl, dir, logFile }) {
+  /** `args`: further arguments (TLS and credentials, lib/security.js). */
+  constructor(name, { bin, databaseUrl, dir, logFile, args = [] }) {
     this.name = name;
+    this.args = args;
     this.bin = bin;
     this.databaseUrl = databaseUrl;
     this.dir = dir;
@@ -23,7 +25,7 @@ class Replica {
   async start(bin = this.bin) {
     if (!this.port) this.port = await freePort();
     fs.mkdirSync(this.dir, { recursive: true });
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--database-url', this.databaseUrl, ...(this.config ? ['--config', this.config] : [])];
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--database-url', this.databaseUrl, ...this.args];
     const env = { ...process.env, FERROD_LOG: process.env.FERROD_LOG || 'info' };
     this.proc = new Proc(this.name, bin, args, { env, cwd: this.dir, logFile: this.logFile });
     const deadline = Date.now() + START_TIMEOUT_MS;
@@ -172,14 +174,19 @@ class HotRodRoute {
   /** Keycloak runtime options for this route. */
   keycloakOptions() {
     if (this.kind === 'proxy') {
-      return [`--cache-remote-host=127.0.0.1`, `--cache-remote-port=${this.proxy.port}`];
+      return [`--cache-remote-host=127.0.0.1`, `--cache-remote-port=${this.hotrodPort()}`];
     }
     const file = path.join(this.dir, 'hotrod-client.properties');
     const others = this.replicas.slice(1).map((r) => `127.0.0.1:${r.port}`).join(';');
     fs.writeFileSync(file, `# written by proto-tests/keycloak: the other replicas (replica 1 is cache-remote-host)\n`
       + `infinispan.client.hotrod.server_list=${others}\n`);
-    return [`--cache-remote-host=127.0.0.1`, `--cache-remote-port=${this.replicas[0].port}`,
+    return [`--cache-remote-host=127.0.0.1`, `--cache-remote-port=${this.hotrodPort()}`,
       `--spi-cache-remote--default--properties-file=${file}`];
+  }
+
+  /** The port Keycloak's cache-remote-port names. */
+  hotrodPort() {
+    return this.kind === 'proxy' ? this.proxy.port : this.replicas[0].port;
   }
 
   async stop() {

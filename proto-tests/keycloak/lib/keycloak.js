@@ -4,6 +4,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
+const { spawnSync } = require('node:child_process');
 const { Proc, sleep, freePort } = require('./procs');
 
 const HERE = path.resolve(__dirname, '..');
@@ -17,25 +18,11 @@ function distDir(version, mode) {
   return dir;
 }
 
-/**
- * Options for the HotRod connection's security, kept here so TLS/SASL can be switched on without
- * touching the scenarios: KC_HOTROD_TLS=true (with KC_TRUSTSTORE_PATHS for ferrod's certificate),
- * KC_HOTROD_USERNAME / KC_HOTROD_PASSWORD (SASL SCRAM-SHA-512, Keycloak's default mechanism).
- */
-function hotrodSecurityOptions() {
-  const opts = [`--cache-remote-tls-enabled=${process.env.KC_HOTROD_TLS === 'true' ? 'true' : 'false'}`];
-  if (process.env.KC_TRUSTSTORE_PATHS) opts.push(`--truststore-paths=${process.env.KC_TRUSTSTORE_PATHS}`);
-  if (process.env.KC_HOTROD_USERNAME) {
-    opts.push(`--cache-remote-username=${process.env.KC_HOTROD_USERNAME}`);
-    opts.push(`--cache-remote-password=${process.env.KC_HOTROD_PASSWORD || ''}`);
-  }
-  return opts;
-}
-
 class KeycloakNode {
   /**
    * @param {string} name   label (log file name)
    * @param {object} o      { version, mode, jdbcUrl, dbUser, dbPassword, cacheOptions: () => string[],
+   *                          cacheEnv: () => object (secrets, kept out of the logged command line),
    *                          hostname: () => string (the cluster's public URL), logFile }
    */
   constructor(name, o) {
@@ -43,6 +30,7 @@ class KeycloakNode {
     this.o = o;
     this.dist = distDir(o.version, o.mode);
     this.logFile = o.logFile;
+    this.home = path.join(path.dirname(o.logFile), `${name}-home`);
     this.port = undefined;
     this.mgmtPort = undefined;
     this.proc = undefined;
@@ -71,8 +59,25 @@ class KeycloakNode {
     }
   }
 
+  /**
+   * The node's own Keycloak home: a hard-linked copy of the built distribution (no disk cost)
+   * with an empty `data/` of its own. Keycloak writes into `data/` at every start (the truststore
+   * it builds from --truststore-paths, `data/keycloak-truststore.p12`; transaction logs; tmp), and
+   * two nodes writing one file at once corrupt it (seen: "Failed to initialize
+   * TruststoreProviderFactory … Tag number over 30" when both restarted together). In production
+   * every node has its own filesystem.
+   */
+  prepareHome() {
+    if (fs.existsSync(this.home)) return;
+    const r = spawnSync('cp', ['-al', this.dist, this.home], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cp -al ${this.dist} ${this.home}: ${r.stderr}`);
+    fs.rmSync(path.join(this.home, 'data'), { recursive: true, force: true });
+    fs.mkdirSync(path.join(this.home, 'data'));
+  }
+
   async start() {
     await this.ports();
+    this.prepareHome();
     this.starts += 1;
     const env = {
       ...process.env,
@@ -80,11 +85,12 @@ class KeycloakNode {
       KC_BOOTSTRAP_ADMIN_PASSWORD: 'admin',
       // Two nodes plus everything else on a small machine: bounded heap.
       JAVA_OPTS_KC_HEAP: process.env.KC_HEAP || '-Xms128m -Xmx768m',
+      ...(this.o.cacheEnv ? this.o.cacheEnv() : {}),
     };
     if (process.env.KC_JAVA_HOME) env.JAVA_HOME = process.env.KC_JAVA_HOME;
     this.logStart = fs.existsSync(this.logFile) ? fs.statSync(this.logFile).size : 0;
-    this.proc = new Proc(this.name, path.join(this.dist, 'bin', 'kc.sh'), this.args(),
-      { env, cwd: this.dist, logFile: this.logFile });
+    this.proc = new Proc(this.name, path.join(this.home, 'bin', 'kc.sh'), this.args(),
+      { env, cwd: this.home, logFile: this.logFile });
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (!this.proc.running) {
@@ -116,4 +122,4 @@ class KeycloakNode {
   }
 }
 
-module.exports = { KeycloakNode, hotrodSecurityOptions, distDir };
+module.exports = { KeycloakNode, distDir };

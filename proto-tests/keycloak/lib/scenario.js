@@ -142,6 +142,8 @@ class Scenario {
    */
   async actionToken() {
     const since = this.stage.mail.messages.length;
+    // Node 2's view of the password (it caches the user) before the change.
+    const passwordBefore = await this.passwordCredential(this.kc2);
     const token = await this.admin(this.kc1);
     await request('PUT', this.kc1.admin(`/${REALM}/users/${this.userId}/execute-actions-email?client_id=${CLIENT}&redirect_uri=${encodeURIComponent('http://127.0.0.1/done')}&lifespan=600`),
       { token, json: ['UPDATE_PASSWORD'], expect: [204] });
@@ -168,6 +170,18 @@ class Scenario {
       assert.ok(done.leftTo.startsWith('http://127.0.0.1/done'), `redirected to ${done.leftTo}`);
     }
     this.password = newPassword;
+    // Node 2 drops its cached user when node 1's invalidation arrives through the work cache's
+    // client listener, asynchronously (as with Infinispan): wait for it (at most 2 s, as for a
+    // realm change) before logging in there, rather than spend failed logins on brute-force
+    // protection.
+    const t0 = Date.now();
+    let passwordNow = passwordBefore;
+    while (passwordNow === passwordBefore && Date.now() - t0 < 2000) {
+      await sleep(50);
+      passwordNow = await this.passwordCredential(this.kc2);
+    }
+    assert.notEqual(passwordNow, passwordBefore, 'node 2 sees the new password within 2 s (user-cache invalidation)');
+    this.report.passwordInvalidationMs = Date.now() - t0;
     await this.kc2.passwordGrant(REALM, CLIENT, USER, this.password);
 
     // Second use, on node 2 and on node 1: refused.
@@ -252,6 +266,15 @@ class Scenario {
       : 'kept (user sessions live in ferrod)';
   }
 
+  /** The user's password credential as `kc` sees it (id and creation time). */
+  async passwordCredential(kc) {
+    const list = (await request('GET', kc.admin(`/${REALM}/users/${this.userId}/credentials`),
+      { token: await this.admin(kc) })).body;
+    const p = list.find((c) => c.type === 'password');
+    assert.ok(p, `user ${USER} has a password credential: ${JSON.stringify(list)}`);
+    return `${p.id}@${p.createdDate}`;
+  }
+
   /** The brute-force state of the user as `kc` sees it (read from the loginFailures cache). */
   async lockStatus(kc) {
     return (await request('GET', kc.admin(`/${REALM}/attack-detection/brute-force/users/${this.userId}`),
@@ -327,6 +350,30 @@ class Scenario {
       try { await this.kc1.refresh(REALM, CLIENT, rt); } catch (e) { lost.push(`${state}: ${e.message}`); }
     }
     assert.deepEqual(lost, [], `sessions lost after the rolling replacement (of ${sessions.size})`);
+  }
+
+  /**
+   * The REST API on the HotRod port (what Infinispan's REST client sends for Keycloak's multi-site
+   * health check, `RestInfinispanManagement`, which copies host, port, TLS and user from the
+   * HotRod configuration; Keycloak 26.4.7 and 26.7.3 do not ship it yet, so the harness makes the
+   * call itself), through the same address Keycloak uses: container info answers 200 with a null
+   * `local_site`; with authentication on, the same call without credentials gets 401.
+   */
+  async restOnHotRodPort() {
+    const sec = this.stage.security;
+    const port = this.stage.route.hotrodPort();
+    const info = await sec.rest(port, '/rest/v2/container');
+    assert.equal(info.status, 200, `GET /rest/v2/container: ${info.status} ${info.body.slice(0, 200)}`);
+    const body = JSON.parse(info.body);
+    assert.equal(body.local_site, null, 'local_site');
+    assert.ok(Array.isArray(body.sites_view), 'sites_view is a list');
+    const found = [`GET /rest/v2/container as ${sec.secure ? 'the HotRod user over TLS' : 'anonymous, plain'}: 200`];
+    if (sec.secure) {
+      const anon = await sec.rest(port, '/rest/v2/container', { auth: false });
+      assert.equal(anon.status, 401, `GET /rest/v2/container without credentials: ${anon.status}`);
+      found.push('without credentials: 401');
+    }
+    this.report.rest = found.join('; ');
   }
 
   scanLogs() {

@@ -3,11 +3,11 @@
 // chosen HotRod route, a mail sink and two Keycloak nodes.
 
 const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
 const { freshDatabase, dropDatabase, psql, withDatabase, sleep } = require('./procs');
 const { Replica, HotRodRoute } = require('./ferrod');
-const { KeycloakNode, hotrodSecurityOptions } = require('./keycloak');
+const { KeycloakNode } = require('./keycloak');
+const { HotRodSecurity } = require('./security');
 const { MailSink } = require('./smtp');
 
 const HERE = path.resolve(__dirname, '..');
@@ -67,40 +67,6 @@ function freshKeycloakDatabase(template, db) {
   return withDatabase(url, db);
 }
 
-/**
- * Does this ferrod serve the schema registry cache `___protobuf_metadata`? A raw HotRod 3.1 PING
- * on that cache: status 0x00 = yes. Keycloak 26 cannot start without it.
- */
-function servesMetadataCache(port) {
-  const name = Buffer.from('___protobuf_metadata');
-  // magic, message id 1, version 31, PING, cache name, flags 0, intelligence 1, topology 0,
-  // key and value media type "none".
-  const frame = Buffer.concat([Buffer.from([0xa0, 0x01, 31, 0x17, name.length]), name, Buffer.from([0x00, 0x01, 0x00, 0x00, 0x00])]);
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    let buf = Buffer.alloc(0);
-    s.setTimeout(10_000, () => { s.destroy(); reject(new Error('PING ___protobuf_metadata: no answer')); });
-    s.on('error', reject);
-    s.on('connect', () => s.write(frame));
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      // magic 0xA1, message id (1 byte for id 1), opcode, status
-      if (buf.length >= 4) { s.destroy(); resolve(buf[0] === 0xa1 && buf[3] === 0x00); }
-    });
-  });
-}
-
-// While ferrod has no schema registry (branch `schema`), the harness declares
-// `___protobuf_metadata` as a plain protostream cache so Keycloak can start: Keycloak only writes
-// its schema there and reads it back. Anything that needs the server to understand the schema
-// (Ickle queries) still fails, and that is what the clusterless stage shows.
-const METADATA_CACHE_TOML = `# written by proto-tests/keycloak: stand-in for the schema registry (see README.md)
-[[cache]]
-name = "___protobuf_metadata"
-key_media_type = "application/x-protostream"
-value_media_type = "application/x-protostream"
-`;
-
 class Stage {
   /**
    * @param {string} version  Keycloak version
@@ -117,6 +83,7 @@ class Stage {
     this.timings = {};
     this.started = false;
     this.notes = [];
+    this.security = this.withFerrod ? new HotRodSecurity(this.dir) : undefined;
   }
 
   async start({ nodes = 2 } = {}) {
@@ -131,32 +98,27 @@ class Stage {
     if (this.withFerrod) {
       const ferrodDb = freshDatabase(pgUrl(), `${this.dbPrefix}_ferrod`);
       const bin = process.env.FERROD_BIN;
+      this.security.setup(bin);
+      this.notes.push(`HotRod security: ${this.security.describe()}`);
       this.replicas = [1, 2].map((i) => new Replica(`ferrod${i}`, {
         bin, databaseUrl: ferrodDb, dir: path.join(this.dir, `ferrod${i}`), logFile: path.join(this.dir, `ferrod${i}.log`),
+        args: this.security.ferrodArgs(),
       }));
-      await this.replicas[0].start();
-      if (!(await servesMetadataCache(this.replicas[0].port))) {
-        const toml = path.join(this.dir, 'ferrod.toml');
-        fs.writeFileSync(toml, METADATA_CACHE_TOML);
-        for (const r of this.replicas) r.config = toml;
-        await this.replicas[0].stop();
-        await this.replicas[0].start();
-        this.notes.push('ferrod has no schema registry: ___protobuf_metadata declared as a plain cache');
-      }
-      await this.replicas[1].start();
+      for (const r of this.replicas) await r.start();
       this.route = new HotRodRoute(process.env.KC_HOTROD_ROUTE || 'proxy', this.replicas, this.dir);
       await this.route.start();
     }
 
     const cacheOptions = this.withFerrod
-      ? () => [...this.route.keycloakOptions(), ...hotrodSecurityOptions()]
+      ? () => [...this.route.keycloakOptions(), ...this.security.keycloakOptions()]
       : () => ['--cache=local'];
+    const cacheEnv = this.withFerrod ? () => this.security.keycloakEnv() : () => ({});
     // The cluster's public URL (what a load balancer would be): node 1's address.
     const hostname = () => this.nodes[0].url;
     for (let i = 1; i <= nodes; i++) {
       this.nodes.push(new KeycloakNode(`keycloak${i}`, {
         version: this.version, mode: this.mode, jdbcUrl: kcDb.jdbcUrl, dbUser: kcDb.user, dbPassword: kcDb.password,
-        cacheOptions, hostname, logFile: path.join(this.dir, `keycloak${i}.log`),
+        cacheOptions, cacheEnv, hostname, logFile: path.join(this.dir, `keycloak${i}.log`),
       }));
     }
     for (const n of this.nodes) await n.ports();

@@ -8,6 +8,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { describe, it, after } = require('node:test');
 const { Stage, LOG_ROOT } = require('../lib/stage');
+const { HotRodSecurity } = require('../lib/security');
 const { Scenario, REALM, CLIENT, USER, refused } = require('../lib/scenario');
 
 const VERSIONS = (process.env.KC_VERSIONS || '26.4.7 26.7.3').split(/\s+/).filter(Boolean);
@@ -76,6 +77,7 @@ for (const version of VERSIONS) {
           throw e;
         }
       }, { first: true });
+      step('the REST API on the HotRod port answers at Keycloak\'s address, with its TLS and user', () => sc.restOnHotRodPort());
       step('admin API on node 1 creates a realm, a user and a client', () => sc.setupRealm());
       step('password grant on node 1, refresh on node 2, userinfo on both', () => sc.loginRefreshUserinfo());
       step('failed logins on both nodes lock the user out, unlock lets them in', () => sc.bruteForce());
@@ -119,7 +121,8 @@ if (BASELINE) {
 after(() => {
   fs.mkdirSync(LOG_ROOT, { recursive: true });
   fs.writeFileSync(path.join(LOG_ROOT, 'report.json'), JSON.stringify(reports, null, 2));
-  const lines = ['# proto-tests/keycloak report', ''];
+  const lines = ['# proto-tests/keycloak report', '',
+    `HotRod security of the ferrod stages: ${new HotRodSecurity('').describe()}`, ''];
   for (const r of reports) {
     lines.push(`## Keycloak ${r.version} ${r.mode}`);
     for (const n of r.notes) lines.push(`- note: ${n}`);
@@ -127,7 +130,9 @@ after(() => {
     if (r.setupError) lines.push(`- SETUP FAILED: ${r.setupError}`);
     lines.push(`- timings (s): ${JSON.stringify(r.timings)}`);
     if (r.rolling) lines.push(`- rolling replacement: ${JSON.stringify(r.rolling)}`);
+    if (r.passwordInvalidationMs !== undefined) lines.push(`- new password seen on node 2 after (ms): ${r.passwordInvalidationMs}`);
     if (r.realmInvalidationMs) lines.push(`- realm change seen on node 2 after (ms): ${r.realmInvalidationMs.join(', ')}`);
+    if (r.rest) lines.push(`- REST on the HotRod port: ${r.rest}`);
     if (r.sessionAfterRestart) lines.push(`- session after restart: ${r.sessionAfterRestart}`);
     if (r.invalidationAfterCrash) lines.push(`- work-cache invalidation after both replicas were killed: ${r.invalidationAfterCrash}`);
     if (r.queries && r.queries.length) {
