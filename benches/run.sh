@@ -118,6 +118,7 @@ DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && e
 PG_URL=${FERROD_BENCH_PG_URL:-}
 PG_BENCH_URL=
 PG_OWN_DB=0
+PG_POSTMASTER=
 pg_admin() { su postgres -c "psql -p ${PG_PORT:-5432} -v ON_ERROR_STOP=1 -qtA -c \"$1\""; }
 if want ferrod-pg || want pgbench; then
   if [ -n "$PG_URL" ]; then
@@ -147,6 +148,9 @@ if want ferrod-pg || want pgbench; then
     if [ "$(pg_admin "select 1 from pg_database where datname='ferrod_pgbench'")" != 1 ]; then
       pg_admin "create database ferrod_pgbench owner ferrod_bench" >&2
     fi
+    # the postmaster, whose backends' CPU time is counted per operation (cpu_run.py)
+    PG_DATA=$(pg_lsclusters -h | awk '$1==15 && $2=="main" {print $6}')
+    PG_POSTMASTER=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)
     PG_URL="postgres://ferrod_bench:ferrod_bench@127.0.0.1:$PG_PORT/ferrod_bench"
     PG_BENCH_URL="postgres://ferrod_bench:ferrod_bench@127.0.0.1:$PG_PORT/ferrod_pgbench"
     PG_OWN_DB=1
@@ -154,8 +158,8 @@ if want ferrod-pg || want pgbench; then
 fi
 
 # ---------------------------------------------------------------- ferrod
-ferrod_runs() { # label database-url
-  local label=$1 url=$2 port pid
+ferrod_runs() { # label database-url [db-pid]
+  local label=$1 url=$2 db_pid=${3:-} port pid
   port=$(free_port)
   log "ferrod ($label) on 127.0.0.1:$port"
   FERROD_LOG=${FERROD_LOG:-warn} "$FERROD" --listen "127.0.0.1:$port" --database-url "$url" \
@@ -170,6 +174,7 @@ ferrod_runs() { # label database-url
   local common=(--addr "127.0.0.1:$port" --connections "$CONNS" --pipeline 1 --keys "$KEYS"
     --value-size "$VALUE" --duration "${DURATION}s" --warmup "${WARMUP}s" --server-pid "$pid"
     --json)
+  [ -n "$db_pid" ] && common+=(--db-pid "$db_pid")
   local json
   for spec in "get:GET:--preload" "put:PUT:" "keycloak:Keycloak mix:"; do
     local mix=${spec%%:*} rest=${spec#*:}
@@ -192,7 +197,7 @@ if ((FERROD_OK)); then
     ferrod_runs SQLite "sqlite://$WORK/sqlite/ferrod.db"
   fi
   if want ferrod-pg; then
-    ferrod_runs PostgreSQL "$PG_URL"
+    ferrod_runs PostgreSQL "$PG_URL" "$PG_POSTMASTER"
   fi
 elif want ferrod-sqlite || want ferrod-pg; then
   log "ferrod is not runnable: only the anchors are measured"
@@ -205,17 +210,23 @@ redis_bench() { # label system port pid test
   csv=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -d "$VALUE" -r "$KEYS" -n 20000 \
     -t "$test" --csv 2>/dev/null | tail -1)
   n=$(python3 -c 'import csv,sys; r=next(csv.reader([sys.argv[1]])); print(max(20000, int(float(r[1]) * float(sys.argv[2]))))' "$csv" "$DURATION")
-  csv=$(redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -d "$VALUE" -r "$KEYS" -n "$n" \
+  csv=$(python3 "$here/cpu_run.py" "$WORK/cpu.json" --pid "$pid" -- \
+    redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONNS" -d "$VALUE" -r "$KEYS" -n "$n" \
     -t "$test" --csv 2>/dev/null | tail -1)
   local json
-  json=$(python3 - "$csv" "$n" "$(peak_rss_kib "$pid")" <<'EOF'
+  json=$(python3 - "$csv" "$n" "$(peak_rss_kib "$pid")" "$WORK/cpu.json" <<'EOF'
 import csv, json, sys
 r = next(csv.reader([sys.argv[1]]))
 rss = sys.argv[3]
+cpu = json.load(open(sys.argv[4]))
+n = int(sys.argv[2])
+per = lambda s: None if s is None else round(s * 1e6 / n, 1)
 ms = lambda i: round(float(r[i]) * 1000)
-print(json.dumps({"ops_per_sec": float(r[1]), "requests": int(sys.argv[2]),
+print(json.dumps({"ops_per_sec": float(r[1]), "requests": n,
                   "latency": {"mean_us": ms(2), "p50_us": ms(4), "p99_us": ms(6), "max_us": ms(7)},
-                  "errors": 0, "server_peak_rss_kib": int(rss) if rss.isdigit() else None}))
+                  "errors": 0, "server_peak_rss_kib": int(rss) if rss.isdigit() else None,
+                  "cpu_us_per_op": {"server": per(cpu["pid_cpu_s"]), "db": None,
+                                    "client": per(cpu["client_cpu_s"])}}))
 EOF
   )
   record "$label-${test}" "$system" "${test^^}" "$json"
@@ -276,24 +287,33 @@ EOF
   pg_run() { # name script clients rows-per-tx op
     local name=$1 script=$2 clients=$3 rows=$4 op=$5 out json
     log "  pgbench $op"
-    if ! out=$(pgbench -n -M prepared -c "$clients" -j 2 -T "$DURATION" --max-tries=20 \
+    local watch=()
+    [ -n "$PG_POSTMASTER" ] && watch=(--tree "$PG_POSTMASTER")
+    if ! out=$(python3 "$here/cpu_run.py" "$WORK/cpu.json" "${watch[@]}" -- \
+      pgbench -n -M prepared -c "$clients" -j 2 -T "$DURATION" --max-tries=20 \
       -f "$script" "$PG_BENCH_URL" 2>&1); then
       echo "$out" >"$OUT/$name.log"
       log "  pgbench failed (see $OUT/$name.log)"
       return 0
     fi
     echo "$out" >"$OUT/$name.log"
-    json=$(python3 - "$rows" "$clients" <<EOF
+    json=$(python3 - "$rows" "$clients" "$WORK/cpu.json" <<EOF
 import json, re, sys
 out = open("$OUT/$name.log").read()
+cpu = json.load(open(sys.argv[3]))
 tps = float(re.search(r"^tps = ([0-9.]+)", out, re.M).group(1))
+processed = re.search(r"number of transactions actually processed: (\\d+)", out)
+total_rows = int(processed.group(1)) * int(sys.argv[1]) if processed else None
+per = lambda s: None if s is None or not total_rows else round(s * 1e6 / total_rows, 1)
 lat = re.search(r"^latency average = ([0-9.]+) ms", out, re.M)
 failed = re.search(r"number of failed transactions: (\d+)", out)
 rows = int(sys.argv[1])
 print(json.dumps({"tps": tps, "ops_per_sec": tps, "rows_per_sec": round(tps * rows, 1),
                   "rows_per_tx": rows, "clients": int(sys.argv[2]),
                   "latency": {"mean_us": round(float(lat.group(1)) * 1000) if lat else None},
-                  "errors": int(failed.group(1)) if failed else 0}))
+                  "errors": int(failed.group(1)) if failed else 0,
+                  "cpu_us_per_op": {"server": None, "db": per(cpu["tree_cpu_s"]),
+                                    "client": per(cpu["client_cpu_s"])}}))
 EOF
     )
     record "$name" "PostgreSQL (pgbench)" "$op" "$json"
@@ -391,6 +411,47 @@ for label, name in (("PostgreSQL", "ferrod-PostgreSQL"), ("SQLite", "ferrod-SQLi
     ratio(f"ferrod ({label}) PUT / PG single-row upsert rows/s ({pgc} clients)", put, single, 5)
 ratio("ferrod (PostgreSQL) PUT / redis appendfsync-always SET", fig("ferrod-PostgreSQL-put"), fig("redis-aof-set"))
 ratio("ferrod (SQLite) PUT / redis appendfsync-always SET", fig("ferrod-SQLite-put"), fig("redis-aof-set"))
+
+# CPU per operation: what each system costs the machine per op, whatever else runs on it.
+lines.append("")
+lines.append("CPU time per operation (user + system, µs), measured over the same windows:")
+lines.append("")
+lines.append("| run | op | server | database | server + database | load generator |")
+lines.append("|---|---|---:|---:|---:|---:|")
+def cpu_total(d):
+    c = d.get("cpu_us_per_op") or {}
+    parts = [c.get("server"), c.get("db")]
+    if all(p is None for p in parts):
+        return None
+    return round(sum(p for p in parts if p is not None), 1)
+for r in runs.values():
+    d = r["data"]
+    c = d.get("cpu_us_per_op")
+    if not c:
+        continue
+    unit = " (per row)" if "rows_per_tx" in d else ""
+    lines.append("| {} | {}{} | {} | {} | {} | {} |".format(
+        r["system"], r["op"], unit, fmt(c.get("server")), fmt(c.get("db")),
+        fmt(cpu_total(d)), fmt(c.get("client"))))
+lines.append("")
+lines.append("| CPU cost ratio (durable writes per CPU-second of server + database) | value | throughput target |")
+lines.append("|---|---:|---|")
+best_multi = max((r for n, r in runs.items() if n.startswith("pg-multi-upsert")),
+                 key=lambda r: r["data"]["rows_per_sec"], default=None)
+def per_cpu(d):
+    t = cpu_total(d) if d else None
+    return 1e6 / t if t else None
+multi_eff = per_cpu(best_multi["data"]) if best_multi else None
+single_eff = per_cpu(runs["pg-single-upsert"]["data"]) if "pg-single-upsert" in runs else None
+for label, name in (("PostgreSQL", "ferrod-PostgreSQL"),):
+    d = runs.get(f"{name}-put", {}).get("data")
+    eff = per_cpu(d)
+    for what, anchor, target in ((f"PG {batch}-row upsert", multi_eff, 0.5),
+                                 (f"PG single-row upsert ({pgc} clients)", single_eff, 5)):
+        if eff is None or anchor is None:
+            lines.append(f"| ferrod ({label}) PUT / {what} | - | >= {target} |")
+        else:
+            lines.append(f"| ferrod ({label}) PUT / {what} | {eff / anchor:.2f} | >= {target} |")
 text = "\n".join(lines) + "\n"
 open(summary_path, "w").write(text)
 print(text)

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::conn::{Shared, Window};
 use crate::mix::{Mix, OpKind};
 use crate::rng::Rng;
-use crate::stats::{Latency, Report, Stats};
+use crate::stats::{CpuSample, Latency, Report, Stats};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +74,10 @@ struct Args {
     /// Server process whose peak RSS (VmHWM) is reported at the end.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Database process (a PostgreSQL postmaster) whose CPU time, with its children's, is
+    /// reported per operation next to the server's and the generator's.
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// Print one JSON object line with all figures instead of the text report.
     #[arg(long)]
     json: bool,
@@ -241,6 +245,14 @@ async fn run(args: Args) -> Result<(), String> {
         measure_start: start + args.warmup,
         end: start + args.warmup + args.duration,
     };
+    // CPU of the measured window only: sampled when it opens and when it closes.
+    let (server_pid, db_pid) = (args.server_pid, args.db_pid);
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_start).await;
+        let first = CpuSample::take(server_pid, db_pid);
+        tokio::time::sleep_until(window.end).await;
+        (first, CpuSample::take(server_pid, db_pid))
+    });
     let mut tasks = Vec::with_capacity(connections);
     for id in 0..connections {
         tasks.push(tokio::spawn(conn::run(
@@ -256,6 +268,7 @@ async fn run(args: Args) -> Result<(), String> {
         total.merge(&s);
     }
 
+    let cpu = cpu_window.await.ok();
     let rss = args.server_pid.and_then(stats::read_rss);
     let mut report = Report {
         addr: args.addr.clone(),
@@ -284,8 +297,10 @@ async fn run(args: Args) -> Result<(), String> {
         server_pid: args.server_pid,
         server_peak_rss_kib: rss.map(|(hwm, _)| hwm),
         server_rss_kib: rss.map(|(_, now)| now),
+        cpu_us_per_op: None,
     };
     report.fill_from(&total, args.duration);
+    report.cpu_us_per_op = cpu.and_then(|(a, b)| a.per_op(&b, report.ops));
     if args.json {
         println!(
             "{}",

@@ -193,6 +193,93 @@ pub struct Report {
     pub server_pid: Option<u32>,
     pub server_peak_rss_kib: Option<u64>,
     pub server_rss_kib: Option<u64>,
+    /// CPU time (user + system) per operation of the measured window, in µs: of the server
+    /// process, of the database (`--db-pid` and its child processes) and of this generator.
+    /// Unlike ops/s these barely move when other processes share the machine, so they are what
+    /// the throughput of two systems measured on one busy machine can fairly be compared by.
+    pub cpu_us_per_op: Option<CpuPerOp>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuPerOp {
+    pub server: Option<f64>,
+    pub db: Option<f64>,
+    pub client: Option<f64>,
+}
+
+/// CPU seconds consumed so far by the processes a run watches (see [`CpuPerOp`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSample {
+    pub server: Option<f64>,
+    pub db: Option<f64>,
+    pub client: Option<f64>,
+}
+
+impl CpuSample {
+    pub fn take(server: Option<u32>, db: Option<u32>) -> CpuSample {
+        CpuSample {
+            server: server.and_then(process_cpu_s),
+            db: db.map(tree_cpu_s),
+            client: process_cpu_s(std::process::id()),
+        }
+    }
+
+    /// Per operation between `self` (window start) and `end`.
+    pub fn per_op(&self, end: &CpuSample, ops: u64) -> Option<CpuPerOp> {
+        if ops == 0 {
+            return None;
+        }
+        let d = |a: Option<f64>, b: Option<f64>| {
+            Some(((b? - a?).max(0.0) * 1e6 / ops as f64 * 10.0).round() / 10.0)
+        };
+        Some(CpuPerOp {
+            server: d(self.server, end.server),
+            db: d(self.db, end.db),
+            client: d(self.client, end.client),
+        })
+    }
+}
+
+/// `/proc/PID/stat` counts in clock ticks of USER_HZ, which Linux fixes at 100 for userspace.
+const TICKS_PER_S: f64 = 100.0;
+
+/// (ppid, utime + stime in ticks) from a `/proc/PID/stat` line. The command name may contain
+/// spaces and parentheses, so fields are counted from the last ')'.
+fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, t)| t as f64 / TICKS_PER_S)
+}
+
+/// CPU seconds of `root` and its direct children (a PostgreSQL postmaster and its backends).
+/// A backend that exits inside the window takes its CPU time with it, so the figure is a
+/// slight underestimate when connections come and go.
+pub fn tree_cpu_s(root: u32) -> f64 {
+    let mut ticks = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if let Some((ppid, t)) = parse_stat(&stat) {
+                if pid == root || ppid == root {
+                    ticks += t;
+                }
+            }
+        }
+    }
+    ticks as f64 / TICKS_PER_S
 }
 
 pub fn per_second(n: u64, window: Duration) -> f64 {
@@ -317,6 +404,16 @@ impl Report {
                 r.success, r.version_conflict, r.read_miss
             );
         }
+        if let Some(c) = &self.cpu_us_per_op {
+            let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                s,
+                "  CPU per op (µs): server {}, database {}, generator {}",
+                f(c.server),
+                f(c.db),
+                f(c.client)
+            );
+        }
         match (self.server_pid, self.server_peak_rss_kib) {
             (Some(pid), Some(hwm)) => {
                 let _ = writeln!(
@@ -417,6 +514,7 @@ mod tests {
             per_op: Vec::new(),
             replace: None,
             server_pid: None,
+            cpu_us_per_op: None,
             server_peak_rss_kib: None,
             server_rss_kib: None,
         };
@@ -434,6 +532,8 @@ mod tests {
 
     #[test]
     fn rss_from_proc_status() {
+        let stat = "4242 (tokio rt) worker) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0";
+        assert_eq!(parse_stat(stat), Some((17, 300)));
         let status = "Name:\tferrod\nVmPeak:\t  100 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
         assert_eq!(parse_rss(status), Some((51200, 40960)));
         assert_eq!(parse_rss("Name: x\n"), None);
