@@ -259,9 +259,24 @@ async fn fence(lanes: &[mpsc::Sender<Request>]) {
     }
 }
 
+/// A batch at least this large means writers are queueing up concurrently (see [`run_lane`]).
+const LINGER_MIN_OPS: usize = 8;
+/// The longest a batch waits for more writes before it starts (tokio's timer ticks in ms).
+const LINGER: Duration = Duration::from_millis(1);
+
 /// One writer lane: drains its queue into batches, one transaction at a time.
+///
+/// Why a batch may linger: while one transaction runs, the writers it does not contain queue
+/// up, and the writers it answers send their next write a moment after it ends; started at
+/// once, the next batch holds only the former, so under a steady load the batches settle into
+/// two alternating halves of the writers, each paying the whole per-transaction cost (about
+/// 2 ms of CPU on PostgreSQL, planning and round trips included, measured in benches/README.md).
+/// So when the previous batch was large (concurrent writers, not one client waiting for its
+/// answer), the next one waits up to [`LINGER`] for as many more writes as the previous batch
+/// answered, and starts as soon as they are there.
 async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
     let mut carry: Option<Request> = None;
+    let mut previous_ops = 0usize;
     loop {
         let first = match carry.take() {
             Some(r) => r,
@@ -281,6 +296,9 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
         }
         let mut batch = Vec::new();
         let (mut ops, mut bytes) = (0usize, 0usize);
+        // Set when the queue first runs dry, if the batch lingers (see above).
+        let mut ops_at_drain_end: Option<usize> = None;
+        let mut linger_until: Option<tokio::time::Instant> = None;
         let mut next = Some(first);
         while let Some(req) = next.take() {
             if let Op::Key(_, op, _) = &req.op {
@@ -297,7 +315,21 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
                 Ok(r) => carry = Some(r),
                 Err(_) => {}
             }
+            if next.is_none() && carry.is_none() && previous_ops >= LINGER_MIN_OPS {
+                let target = (ops_at_drain_end.get_or_insert(ops).to_owned() + previous_ops)
+                    .min(core.max_batch_ops);
+                if ops < target {
+                    let deadline =
+                        *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) if matches!(r.op, Op::Key(..)) => next = Some(r),
+                        Ok(Some(r)) => carry = Some(r),
+                        Ok(None) | Err(_) => {}
+                    }
+                }
+            }
         }
+        previous_ops = ops;
         guarded(run_batch(&core, batch)).await;
     }
 }
