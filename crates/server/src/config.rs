@@ -17,6 +17,13 @@ use crate::tls::{ClientAuth, SniEntry, TlsMode, TlsSettings};
 /// Name the default cache (requests with an empty cache name) is stored under.
 pub const DEFAULT_CACHE_NAME: &str = "default";
 
+/// The log filter when none is configured. rustls logs through the `log` crate (bridged into
+/// tracing) and warns about peers' protocol quirks on every handshake, e.g. "Illegal SNI
+/// extension: ignoring IP address presented as hostname" for each client that connects by IP
+/// address (Keycloak does); ferrod logs failed handshakes itself, so only rustls errors are kept.
+/// A filter the operator sets is used as given.
+pub const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrod",
@@ -74,7 +81,7 @@ pub struct Cli {
     /// Most write operations grouped into one SQL transaction [default: 512].
     #[arg(long, env = "FERROD_MAX_BATCH_OPS")]
     pub max_batch_ops: Option<String>,
-    /// Log filter, e.g. info or ferrod=debug [default: info].
+    /// Log filter, e.g. info or ferrod=debug [default: info,rustls=error].
     #[arg(long, env = "FERROD_LOG")]
     pub log: Option<String>,
     /// TLS on the port: off, required (TLS only) or optional (TLS and plain on one port)
@@ -510,7 +517,7 @@ impl Config {
             .log
             .clone()
             .or(file.log)
-            .unwrap_or_else(|| "info".to_string());
+            .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_string());
 
         let rest = match &cli.rest {
             Some(s) => match s.trim().to_ascii_lowercase().as_str() {
@@ -762,6 +769,9 @@ mod tests {
         assert_eq!(c.max_frame_bytes, 64 * 1024 * 1024 + 2 * 64 * 1024);
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.max_iterations_per_connection, 64);
+        assert_eq!(c.log, "info,rustls=error");
+        let c = Config::load(&cli(&["--log", "debug"])).unwrap();
+        assert_eq!(c.log, "debug");
     }
 
     #[test]

@@ -27,7 +27,14 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+        eprintln!(
+            "ferrod: log filter '{}' is not valid ({e}); using '{}'",
+            config.log,
+            ferrod::config::DEFAULT_LOG_FILTER
+        );
+        EnvFilter::new(ferrod::config::DEFAULT_LOG_FILTER)
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

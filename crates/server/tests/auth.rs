@@ -327,6 +327,80 @@ async fn roles_decide_what_a_user_may_do() {
     assert_status(&r, status::SUCCESS);
 }
 
+/// As on Infinispan (`___protobuf_metadata` carries `CreatePermissionConfiguration`), changing
+/// the schemas needs CREATE: an application user may read them and clear the cache (BULK_WRITE)
+/// but not put, replace or remove one; a deployer (Keycloak's role) may.
+#[tokio::test]
+async fn schema_writes_need_create() {
+    use ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME as META;
+    let s = start(None).await;
+    let login = |user: &'static str| {
+        let addr = s.server.addr();
+        async move {
+            let mut c = Client::connect(&addr).await;
+            c.version = 31;
+            let r = authenticate(&mut c, "SCRAM-SHA-512", user, PASSWORD).await;
+            assert_status(&r, status::SUCCESS);
+            c.version = 41;
+            c.with_cache(META)
+        }
+    };
+    const SCHEMA: &str = "message P { optional string s = 1; }";
+
+    let mut deployer = login("deployer").await;
+    deployer.put("p.proto", SCHEMA).await;
+    assert_eq!(deployer.get_str("p.proto").await.as_deref(), Some(SCHEMA));
+
+    let mut app = login("application").await;
+    let refusals = [
+        Request::Put {
+            key: b("q.proto"),
+            expiration: EXP_DEFAULT,
+            value: b(SCHEMA),
+        },
+        Request::PutIfAbsent {
+            key: b("q.proto"),
+            expiration: EXP_DEFAULT,
+            value: b(SCHEMA),
+        },
+        Request::Replace {
+            key: b("p.proto"),
+            expiration: EXP_DEFAULT,
+            value: b(SCHEMA),
+        },
+        Request::Remove { key: b("p.proto") },
+        Request::PutAll {
+            expiration: EXP_DEFAULT,
+            entries: vec![(b("q.proto"), b(SCHEMA))],
+        },
+    ];
+    for request in refusals {
+        let r = app.req(request).await;
+        assert_error(
+            &r,
+            status::SERVER_ERROR,
+            "user 'application' lacks 'CREATE' permission on cache '___protobuf_metadata'",
+        );
+    }
+    // Refused, nothing changed, and the connection still serves reads of the schemas.
+    assert_eq!(app.get_str("p.proto").await.as_deref(), Some(SCHEMA));
+    assert_eq!(app.get_str("q.proto").await, None);
+    assert_eq!(app.size().await, 1);
+    // Other caches keep asking WRITE, which the application role has.
+    let mut elsewhere = login("application").await;
+    elsewhere.cache = String::new();
+    elsewhere.put("k", "v").await;
+    // CLEAR is BULK_WRITE on every cache upstream, this one included.
+    app.clear().await;
+    assert_eq!(deployer.get_str("p.proto").await, None);
+
+    let r = deployer.req(Request::Remove { key: b("p.proto") }).await;
+    assert_status(&r, status::KEY_DOES_NOT_EXIST);
+    deployer.put("p.proto", SCHEMA).await;
+    let r = deployer.req(Request::Remove { key: b("p.proto") }).await;
+    assert_status(&r, status::SUCCESS);
+}
+
 fn ferrod(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ferrod"))
         .args(args)

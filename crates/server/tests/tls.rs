@@ -925,3 +925,83 @@ async fn sasl_external_authenticates_as_the_client_certificate_with_its_users_ro
     let r = external(&mut c, "").await;
     assert_eq!(r.header.status, status::SERVER_ERROR, "{r:?}");
 }
+
+/// A TLS 1.2 ClientHello whose SNI extension carries `host` as a host_name, which RFC 6066
+/// forbids for IP addresses but some clients (Keycloak's) send anyway. rustls clients never
+/// send that, so the record is built by hand.
+fn client_hello_with_sni(host: &str) -> Vec<u8> {
+    fn u16_len(out: &mut Vec<u8>, body: &[u8]) {
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    let mut name = vec![0u8]; // name_type host_name
+    u16_len(&mut name, host.as_bytes());
+    let mut name_list = Vec::new();
+    u16_len(&mut name_list, &name);
+    let mut extensions = vec![0x00, 0x00]; // server_name
+    u16_len(&mut extensions, &name_list);
+
+    let mut hello = vec![0x03, 0x03]; // TLS 1.2
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.push(0); // no session id
+    u16_len(&mut hello, &[0xc0, 0x2b, 0xc0, 0x2f]); // ECDHE AES-128-GCM suites
+    hello.extend_from_slice(&[1, 0]); // null compression
+    u16_len(&mut hello, &extensions);
+
+    let mut handshake = vec![0x01]; // client_hello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    u16_len(&mut record, &handshake);
+    record
+}
+
+/// rustls warns on every handshake whose SNI is an IP address. With ferrod's default log filter
+/// that warning is not shown; an operator's explicit filter (here `FERROD_LOG=info`) is used as
+/// given and does show it, which also shows the hello below really reaches rustls.
+#[tokio::test]
+async fn rustls_warnings_about_an_ip_address_as_sni_are_hidden_by_default() {
+    const WARNING: &str = "Illegal SNI extension: ignoring IP address";
+    let pki = pki();
+    for default_log in [false, true] {
+        let opts = if default_log {
+            tls_opts(&pki).default_log()
+        } else {
+            tls_opts(&pki)
+        };
+        let mut server = Server::start_with(opts).await;
+        let mut raw = TcpStream::connect(server.addr()).await.unwrap();
+        // Half-closed after the hello: whatever rustls makes of it, the handshake ends and the
+        // server closes, after having logged everything about it.
+        let (_, closed) = raw_exchange(
+            &mut raw,
+            &client_hello_with_sni("127.0.0.1"),
+            true,
+            CALL_TIMEOUT,
+        )
+        .await;
+        assert!(closed, "the server kept an unfinished handshake open");
+        // ferrod logs the failed handshake once rustls is done with it (the socket may close
+        // just before): rustls' own lines about that hello come earlier.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let log = loop {
+            let log = server.log();
+            if log.contains("TLS handshake failed") || std::time::Instant::now() > deadline {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(log.contains("TLS handshake failed"), "{log}");
+        assert_eq!(log.contains(WARNING), !default_log, "{log}");
+        // A well-behaved client is served as ever.
+        let mut c = tls_connect(
+            &server.addr(),
+            "localhost",
+            client_config(&[pki.ca.der()], None),
+        )
+        .await
+        .unwrap();
+        put_get_over_tls(&mut c).await;
+        server.stop().await;
+    }
+}

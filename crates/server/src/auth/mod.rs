@@ -395,7 +395,7 @@ impl Authenticator {
         header: &RequestHeader,
         request: &Request,
     ) -> Result<(), Box<Response>> {
-        let needed = roles::required(request);
+        let needed = roles::required_on(crate::context::cache_name(header), request);
         if matches!(
             request,
             Request::Ping | Request::AuthMechList | Request::Auth { .. }

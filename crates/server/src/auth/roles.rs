@@ -151,6 +151,20 @@ pub fn required(req: &Request) -> Option<Permissions> {
     })
 }
 
+/// The permission a request needs on the cache `cache`. Upstream gives the schema cache
+/// (`ProtobufMetadataManagerImpl`'s `___protobuf_metadata` configuration) the
+/// `CreatePermissionConfiguration` module, with which `AuthorizationManagerImpl.getWritePermission`
+/// is CREATE instead of WRITE: every put, replace, remove and putAll there needs CREATE (roles
+/// deployer and admin), so an application user cannot change the schemas. CLEAR is checked as
+/// BULK_WRITE by `SecureCacheImpl.clear` on every cache, this one included; reads are unchanged.
+pub fn required_on(cache: &str, req: &Request) -> Option<Permissions> {
+    let needed = required(req)?;
+    if cache == ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME && needed == Permissions::WRITE {
+        return Some(Permissions::CREATE);
+    }
+    Some(needed)
+}
+
 /// Admin tasks check the cache manager's permissions (`DefaultCacheManagerAdmin`: CREATE for
 /// creating or removing caches and templates; reindexing is an ADMIN operation on the cache);
 /// any other task is a cache EXEC.
@@ -187,5 +201,30 @@ mod tests {
         assert!(Role::Monitor.permissions().implies(Permissions::MONITOR));
         assert!(!Role::Monitor.permissions().implies(Permissions::READ));
         assert!(Role::Admin.permissions().implies(Permissions::ADMIN));
+    }
+
+    #[test]
+    fn schema_cache_writes_need_create_and_reads_and_clear_do_not() {
+        use bytes::Bytes;
+        use ferrod_query::schema::PROTOBUF_METADATA_CACHE_NAME as META;
+        let put = Request::Put {
+            key: Bytes::from_static(b"a.proto"),
+            expiration: ferrod_codec::Expiration::DEFAULT,
+            value: Bytes::from_static(b"x"),
+        };
+        let remove = Request::Remove {
+            key: Bytes::from_static(b"a.proto"),
+        };
+        let get = Request::Get {
+            key: Bytes::from_static(b"a.proto"),
+        };
+        assert_eq!(required_on(META, &put), Some(Permissions::CREATE));
+        assert_eq!(required_on(META, &remove), Some(Permissions::CREATE));
+        assert_eq!(required_on(META, &get), Some(Permissions::READ));
+        assert_eq!(
+            required_on(META, &Request::Clear),
+            Some(Permissions::BULK_WRITE)
+        );
+        assert_eq!(required_on("sessions", &put), Some(Permissions::WRITE));
     }
 }

@@ -35,6 +35,8 @@ pub struct ServerOpts {
     pub database_url: Option<String>,
     /// Extra command-line arguments.
     pub extra_args: Vec<String>,
+    /// Run with ferrod's default log filter (no `FERROD_LOG`); else `FERROD_LOG=info`.
+    pub default_log: bool,
 }
 
 impl ServerOpts {
@@ -50,6 +52,12 @@ impl ServerOpts {
         self
     }
 
+    /// Leave `FERROD_LOG` unset, so ferrod's own default filter applies.
+    pub fn default_log(mut self) -> Self {
+        self.default_log = true;
+        self
+    }
+
     pub fn database(mut self, url: &str) -> Self {
         self.database_url = Some(url.to_string());
         self
@@ -62,6 +70,7 @@ pub struct Server {
     pub port: u16,
     pub database_url: String,
     args: Vec<String>,
+    default_log: bool,
 }
 
 fn free_port() -> u16 {
@@ -104,6 +113,7 @@ impl Server {
                 port,
                 database_url: database_url.clone(),
                 args,
+                default_log: opts.default_log,
             };
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
@@ -146,10 +156,15 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .map_err(|e| e.to_string())?;
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrod"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferrod"));
+        command.env_remove("FERROD_CONFIG");
+        if self.default_log {
+            command.env_remove("FERROD_LOG");
+        } else {
+            command.env("FERROD_LOG", "info");
+        }
+        let child = command
             .args(&self.args)
-            .env_remove("FERROD_CONFIG")
-            .env("FERROD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -187,7 +202,13 @@ impl Server {
         }
     }
 
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM without waiting (see [`Server::wait_exit`]).
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// The exit status once the process ended; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut()?;
         loop {
