@@ -287,17 +287,7 @@ async fn listener_on_one_replica_sees_writes_made_through_another() {
 
     // A silent write and a CLEAR on A reach B's memory but none of B's listeners: the next
     // event is the write after them.
-    let r = w
-        .req_flags(
-            Request::Put {
-                key: b("quiet"),
-                expiration: EXP_DEFAULT,
-                value: b("1"),
-            },
-            ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION,
-        )
-        .await;
-    assert_status(&r, status::SUCCESS);
+    put_silently(&mut w, "quiet", "1").await;
     assert_status(&w.req(Request::Clear).await, status::SUCCESS);
     w.put("after", "x").await;
     let e = next_event(&mut l, Duration::from_secs(10))
@@ -322,17 +312,7 @@ async fn skip_listener_notification_flag_and_clear_raise_no_events() {
         status::SUCCESS,
     );
     let mut w = server.client().await;
-    let r = w
-        .req_flags(
-            Request::Put {
-                key: b("quiet"),
-                expiration: EXP_DEFAULT,
-                value: b("1"),
-            },
-            ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION,
-        )
-        .await;
-    assert_status(&r, status::SUCCESS);
+    put_silently(&mut w, "quiet", "1").await;
     assert_eq!(l.get_str("quiet").await.as_deref(), Some("1"));
     assert_status(&w.req(Request::Clear).await, status::SUCCESS);
     w.put("loud", "2").await;
@@ -478,4 +458,19 @@ async fn include_current_state_right_after_writes_gets_each_entry_once() {
             .await
             .is_none());
     }
+}
+
+/// PUT with SKIP_LISTENER_NOTIFICATION (0x20): stored, but no listener is told.
+async fn put_silently(c: &mut Client, key: &str, value: &str) {
+    let r = c
+        .req_flags(
+            Request::Put {
+                key: b(key),
+                expiration: EXP_DEFAULT,
+                value: b(value),
+            },
+            ferrod_codec::flags::SKIP_LISTENER_NOTIFICATION,
+        )
+        .await;
+    assert_status(&r, status::SUCCESS);
 }

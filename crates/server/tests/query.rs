@@ -534,18 +534,25 @@ async fn default_max_results_is_100() {
     assert_eq!((resp.num_results, resp.hit_count), (10, 150));
 }
 
+/// Two replicas of the test config on one fresh PostgreSQL database, the Keycloak schema
+/// registered through A; None without PostgreSQL.
+async fn two_pg_replicas(name: &str) -> Option<(PgDb, Server, Server)> {
+    let db = PgDb::create(name).await?;
+    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
+    let a = Server::start_with(opts.clone()).await;
+    let b = Server::start_with(opts).await;
+    register_schema(&a).await;
+    Some((db, a, b))
+}
+
 /// On PostgreSQL (change feed between replicas): a replica's query sees its own acknowledged
 /// writes at once, and another replica's once the feed delivers them; a DELETE on one replica
 /// removes the entries everywhere.
 #[tokio::test]
 async fn two_postgres_replicas() {
-    let Some(db) = PgDb::create("ickle_query").await else {
+    let Some((_db, a, b_)) = two_pg_replicas("ickle_query").await else {
         return;
     };
-    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
-    let a = Server::start_with(opts.clone()).await;
-    let b_ = Server::start_with(opts).await;
-    register_schema(&a).await;
     let s = schemas();
     let mut ca = a.client().await.with_cache("sessions");
     let mut cb = b_.client().await.with_cache("sessions");
@@ -627,13 +634,9 @@ async fn until_hits(c: &mut Client, q: &str, params: &[(&str, &str)], hits: i32,
 /// holds only what was written after the CLEAR.
 #[tokio::test]
 async fn clear_on_one_replica_empties_the_other_replicas_index() {
-    let Some(db) = PgDb::create("ickle_clear").await else {
+    let Some((db, a, b_)) = two_pg_replicas("ickle_clear").await else {
         return;
     };
-    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
-    let a = Server::start_with(opts.clone()).await;
-    let b_ = Server::start_with(opts).await;
-    register_schema(&a).await;
     let s = schemas();
     let mut ca = a.client().await.with_cache("sessions");
     let mut cb = b_.client().await.with_cache("sessions");
@@ -684,13 +687,9 @@ async fn clear_on_one_replica_empties_the_other_replicas_index() {
 /// registry (its entity becomes unknown to B's queries), without any periodic re-check.
 #[tokio::test]
 async fn schemas_cleared_on_one_replica_are_forgotten_by_the_other() {
-    let Some(db) = PgDb::create("schema_clear").await else {
+    let Some((db, a, b_)) = two_pg_replicas("schema_clear").await else {
         return;
     };
-    let opts = ServerOpts::with_config(CONFIG).database(&db.url);
-    let a = Server::start_with(opts.clone()).await;
-    let b_ = Server::start_with(opts).await;
-    register_schema(&a).await;
     let mut cb = b_.client().await.with_cache("sessions");
     let q = "FROM keycloak.RemoteUserSessionEntity e";
     until_hits(&mut cb, q, &[], 0, "B learns the schema").await;
@@ -738,7 +737,11 @@ async fn delete_statements_need_bulk_write() {
     use ferrod::auth::users::{User, Users};
     let dir = tempfile::tempdir().unwrap();
     let mut users = Users::default();
-    for (name, role) in [("obs", Role::Observer), ("app", Role::Application)] {
+    for (name, role) in [
+        ("obs", Role::Observer),
+        ("app", Role::Application),
+        ("dep", Role::Deployer),
+    ] {
         let u = User::with_password(name, vec![role], "pw", "default", 4096);
         users.users.insert(u.name.clone(), u);
     }
@@ -752,13 +755,15 @@ async fn delete_statements_need_bulk_write() {
     .await;
     let s = schemas();
     {
+        // Registering a schema needs CREATE (deployer), as on Infinispan.
         let mut c = server.client().await.with_cache("___protobuf_metadata");
-        login(&mut c, "app", "pw").await;
+        login(&mut c, "dep", "pw").await;
         assert_status(
             &c.put_bytes(ws("keycloak-test.proto"), ws(SCHEMA)).await,
             status::SUCCESS,
         );
-        let mut c = c.with_cache("sessions");
+        let mut c = server.client().await.with_cache("sessions");
+        login(&mut c, "app", "pw").await;
         for i in 0..3 {
             let v = session(&s, &format!("us-{i}"), "r1", "alice", None);
             assert_status(
