@@ -88,7 +88,7 @@ pub async fn serve<S>(
     stream: S,
     peer: String,
     peer_identity: Option<crate::tls::PeerIdentity>,
-    socket: Option<SocketFd>,
+    socket: Option<CloseSocket>,
     mut shutdown: broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -264,9 +264,6 @@ pub async fn serve<S>(
     let Ok(mut write_half) = writer.await else {
         return;
     };
-    // SAFETY: `frames` and `write_half`, the two halves of the stream `socket` was taken from,
-    // are still open here, so its descriptor number names this connection's socket.
-    let socket = socket.and_then(|fd| unsafe { fd.dup() });
     match (draining, socket) {
         // Shutdown: see `CloseSocket`.
         (Some(grace_end), Some(socket)) => {
@@ -284,7 +281,7 @@ pub async fn serve<S>(
     }
 }
 
-/// The connection's socket (a duplicate of its descriptor, see [`SocketFd`]), for the last step of
+/// The connection's socket (a duplicate of its descriptor, closed with it), for the last step of
 /// a graceful shutdown. The requests a connection did not start must fail on the client at once,
 /// so that it retries them on another replica: the Java client fails its pending operations on any
 /// close, but the npm client only on a connection error, not on an orderly end (its pending
@@ -293,32 +290,13 @@ pub async fn serve<S>(
 /// client's TCP acknowledged every answer: a reset discards whatever is still queued.
 pub struct CloseSocket(std::os::fd::OwnedFd);
 
-/// The descriptor number of a connection's socket, taken before the stream is wrapped (TLS) and
-/// split, and duplicated into a [`CloseSocket`] only when the connection closes at shutdown: a
-/// duplicate held for the connection's whole life would double the descriptors every connection
-/// costs (10,000 idle connections need 10,000 more than the limit they were sized for).
-#[derive(Clone, Copy)]
-pub struct SocketFd(std::os::fd::RawFd);
-
-impl SocketFd {
-    pub fn of(stream: &impl std::os::fd::AsRawFd) -> SocketFd {
-        SocketFd(stream.as_raw_fd())
-    }
-
+impl CloseSocket {
     /// `None` when the descriptor cannot be duplicated (out of descriptors): the connection then
     /// closes as usual.
-    ///
-    /// # Safety
-    /// The stream this was taken from must still be open (else the number may name another
-    /// file by now).
-    unsafe fn dup(self) -> Option<CloseSocket> {
-        // SAFETY: guaranteed by the caller (see above).
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) };
-        fd.try_clone_to_owned().ok().map(CloseSocket)
+    pub fn of(stream: &impl std::os::fd::AsFd) -> Option<CloseSocket> {
+        stream.as_fd().try_clone_to_owned().ok().map(CloseSocket)
     }
-}
 
-impl CloseSocket {
     fn ioctl_bytes(&self, request: libc::c_ulong) -> Option<usize> {
         use std::os::fd::AsRawFd;
         let mut n: libc::c_int = 0;

@@ -108,7 +108,7 @@ pub async fn serve(
         }
         (Protocol::Http, _) => rest::serve(ctx, stream, peer, shutdown).await,
         (Protocol::HotRod, _) => {
-            let socket = Some(connection::SocketFd::of(&stream));
+            let socket = connection::CloseSocket::of(&stream);
             connection::serve(ctx, stream, peer, None, socket, shutdown).await
         }
     }
@@ -122,7 +122,7 @@ async fn serve_tls(
     peer: String,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let socket = Some(connection::SocketFd::of(&stream));
+    let socket = connection::CloseSocket::of(&stream);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
     let mut stream = tokio::select! {
         r = handshake => match r {
