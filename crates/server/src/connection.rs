@@ -30,11 +30,9 @@ use crate::listeners::EventSink;
 /// Responses waiting for the socket; beyond this the connection stops reading requests.
 const OUTBOUND_QUEUE: usize = 1024;
 
-/// On shutdown a connection stops reading requests, answers the ones it already started and
-/// closes (see [`CloseSocket`]); a request the client sends after that is never started, and the
-/// client retries it on another replica when the connection closes. Reading on would keep a busy
-/// connection open as long as its client keeps sending. This bounds how long a closing connection
-/// waits for the client to acknowledge its last answers.
+/// On shutdown a connection keeps serving what its client already sent: it closes once it has
+/// been quiet this long with nothing in flight, or when the grace period ends.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the connection reads: a request, or a run of bytes that cannot start one.
@@ -88,7 +86,6 @@ pub async fn serve<S>(
     stream: S,
     peer: String,
     peer_identity: Option<crate::tls::PeerIdentity>,
-    socket: Option<CloseSocket>,
     mut shutdown: broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -122,17 +119,13 @@ pub async fn serve<S>(
     let mut fatal: Option<FrameError> = None;
     // Set once the server shuts down: the hard end of this connection's grace period.
     let mut draining: Option<tokio::time::Instant> = None;
-    // A request read but not started because the server is shutting down.
-    let mut dropped_request = false;
     // Idle: no complete request and no answer for `idle_timeout`. Half a frame is not activity,
     // so a client that trickles bytes without ever finishing a request is closed too.
     let idle_timeout = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
 
     loop {
-        if draining.is_some() && writes.is_empty() {
-            break;
-        }
+        let quiet = tokio::time::sleep(DRAIN_IDLE);
         let grace_end =
             tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now));
         let idle_end = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
@@ -145,14 +138,12 @@ pub async fn serve<S>(
         tokio::select! {
             biased;
             _ = shutdown.recv(), if draining.is_none() => {
-                // Requests already started are answered; later ones are not read (below).
+                // Requests already sent (in the socket or our buffer) are still answered; closing
+                // at once would leave clients waiting for answers that never come.
                 draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
                 continue;
             }
-            _ = grace_end, if draining.is_some() => {
-                warn!(%peer, "shutdown grace period over with {} writes in flight; closing once they commit", writes.len());
-                break;
-            }
+            _ = grace_end, if draining.is_some() => break,
             _ = overflow.notified() => {
                 warn!(%peer, "closing connection: its listener event queue overflowed");
                 break;
@@ -163,7 +154,7 @@ pub async fn serve<S>(
                     break;
                 }
             }
-            frame = frames.next(), if writes.len() < max_inflight && draining.is_none() => match frame {
+            frame = frames.next(), if writes.len() < max_inflight => match frame {
                 None => break,
                 Some(Err(CodecError::Io(e))) => {
                     debug!(%peer, "connection read ended: {e}");
@@ -183,13 +174,6 @@ pub async fn serve<S>(
                     }
                 }
                 Some(Ok(Inbound::Frame(frame))) => {
-                    // Decoded in the same wake-up as the shutdown signal: not started either, so
-                    // no request that reaches us after the signal is started.
-                    if matches!(shutdown.try_recv(), Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_))) {
-                        draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
-                        dropped_request = true;
-                        continue;
-                    }
                     last_activity = tokio::time::Instant::now();
                     let version = frame.header.version;
                     if cmd::waits_for_earlier_writes(&frame.request) {
@@ -223,6 +207,7 @@ pub async fn serve<S>(
                     }
                 }
             },
+            _ = quiet, if draining.is_some() && writes.is_empty() => break,
             // Last: a request that arrived just in time is served, not dropped.
             _ = idle_end, if may_idle_close => {
                 debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
@@ -261,104 +246,18 @@ pub async fn serve<S>(
     }
     drop(out_tx);
     drop(state);
-    let Ok(mut write_half) = writer.await else {
-        return;
-    };
-    match (draining, socket) {
-        // Shutdown: see `CloseSocket`.
-        (Some(grace_end), Some(socket)) => {
-            socket.wait_sent(grace_end).await;
-            if dropped_request || !frames.read_buffer().is_empty() || socket.has_unread_input() {
-                debug!(%peer, "shutdown: resetting the connection, the client sent requests that will not be answered");
-                socket.reset_on_close();
-            } else {
-                let _ = write_half.shutdown().await;
-            }
-        }
-        _ => {
-            let _ = write_half.shutdown().await;
-        }
-    }
-}
-
-/// The connection's socket (a duplicate of its descriptor, closed with it), for the last step of
-/// a graceful shutdown. The requests a connection did not start must fail on the client at once,
-/// so that it retries them on another replica: the Java client fails its pending operations on any
-/// close, but the npm client only on a connection error, not on an orderly end (its pending
-/// requests would wait for their timeout). So a connection whose client sent requests it will not
-/// answer is reset (RST), and one without is closed as usual (FIN). Either way only after the
-/// client's TCP acknowledged every answer: a reset discards whatever is still queued.
-pub struct CloseSocket(std::os::fd::OwnedFd);
-
-impl CloseSocket {
-    /// `None` when the descriptor cannot be duplicated (out of descriptors): the connection then
-    /// closes as usual.
-    pub fn of(stream: &impl std::os::fd::AsFd) -> Option<CloseSocket> {
-        stream.as_fd().try_clone_to_owned().ok().map(CloseSocket)
-    }
-
-    fn ioctl_bytes(&self, request: libc::c_ulong) -> Option<usize> {
-        use std::os::fd::AsRawFd;
-        let mut n: libc::c_int = 0;
-        // SAFETY: an ioctl that writes one int through a pointer to a live local, on a descriptor
-        // this value owns.
-        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), request as _, &mut n) };
-        (r == 0).then_some(n.max(0) as usize)
-    }
-
-    /// Waits until the kernel has no unacknowledged bytes of ours left for this socket, at most
-    /// until `until`.
-    async fn wait_sent(&self, until: tokio::time::Instant) {
-        #[cfg(target_os = "linux")]
-        while self
-            .ioctl_bytes(libc::TIOCOUTQ as libc::c_ulong)
-            .unwrap_or(0)
-            > 0
-            && tokio::time::Instant::now() < until
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = until;
-    }
-
-    /// Bytes from the client that are waiting in the kernel.
-    fn has_unread_input(&self) -> bool {
-        self.ioctl_bytes(libc::FIONREAD as libc::c_ulong)
-            .is_some_and(|n| n > 0)
-    }
-
-    /// SO_LINGER with a zero timeout: the last close of the socket sends RST.
-    fn reset_on_close(&self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt reads `size_of::<linger>()` bytes from a live local, on a descriptor
-        // this value owns.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
-    }
+    let _ = writer.await;
 }
 
 /// Encodes outbound frames (responses and listener events) and writes them in as few syscalls
-/// as the queues allow. Ends when the response queue closes (queued events are then dropped),
-/// having flushed, and gives the writer back: how it closes is the connection's choice.
-async fn write_loop<W: AsyncWrite + Send + Unpin>(
+/// as the queues allow. Ends when the response queue closes; queued events are then dropped.
+async fn write_loop<W: AsyncWrite + Send>(
     ctx: Arc<ServerContext>,
     writer: W,
     mut responses: mpsc::Receiver<Outbound>,
     mut events: mpsc::Receiver<CacheEvent>,
-) -> W {
-    let mut writer = writer;
+) {
+    tokio::pin!(writer);
     let mut codec = ServerCodec::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -390,10 +289,10 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
         ctx.bytes_written
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         if writer.write_all(&buf).await.is_err() {
-            return writer;
+            return;
         }
         buf.clear();
     }
     let _ = writer.flush().await;
-    writer
+    let _ = writer.shutdown().await;
 }
