@@ -50,7 +50,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ferrod::run(config, shutdown_signal())) {
+    // shutdown_signal() runs inside the runtime (it needs its reactor), before anything else.
+    match runtime.block_on(async { ferrod::run(config, shutdown_signal()).await }) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrod: {e}");
@@ -59,26 +60,37 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// SIGTERM (Kubernetes) or Ctrl-C. The handlers are registered when this is called, not when the
+/// future is first polled (that happens only once the listener is bound and the accept loop
+/// runs): a SIGTERM that arrives while ferrod starts must stop it gracefully, not kill it by the
+/// signal's default action.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            (Ok(mut t), Err(_)) => {
+                t.recv().await;
+            }
+            (Err(_), Ok(mut i)) => {
+                i.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
