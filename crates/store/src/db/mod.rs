@@ -109,6 +109,19 @@ fn padded(n: usize) -> usize {
     n.next_power_of_two().min(SQLITE_CHUNK)
 }
 
+/// Binds the keys of `chunk` to an `IN` list of `n` (= `padded(chunk.len())`) placeholders,
+/// repeating the last key to fill it.
+fn bind_padded_keys<'q>(
+    mut q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    chunk: &'q [Bytes],
+    n: usize,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for i in 0..n {
+        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
+    }
+    q
+}
+
 /// Cloning shares the pool.
 #[derive(Clone)]
 pub(crate) enum Backend {
@@ -890,10 +903,7 @@ impl Tx {
                          FROM ferrod_entries WHERE cache = ? AND key IN ({})",
                         placeholders(n)
                     );
-                    let mut q = sqlx::query(&sql).bind(cache);
-                    for i in 0..n {
-                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
-                    }
+                    let q = bind_padded_keys(sqlx::query(&sql).bind(cache), chunk, n);
                     for r in q.fetch_all(&mut **t).await? {
                         let k: Vec<u8> = r.try_get(0)?;
                         out.push((Bytes::from(k), meta_sqlite(&r, 1)?));
@@ -935,10 +945,7 @@ impl Tx {
                         "SELECT key, value FROM ferrod_entries WHERE cache = ? AND key IN ({})",
                         placeholders(n)
                     );
-                    let mut q = sqlx::query(&sql).bind(cache);
-                    for i in 0..n {
-                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
-                    }
+                    let q = bind_padded_keys(sqlx::query(&sql).bind(cache), chunk, n);
                     for r in q.fetch_all(&mut **t).await? {
                         let k: Vec<u8> = r.try_get(0)?;
                         let v: Vec<u8> = r.try_get(1)?;
@@ -1127,10 +1134,7 @@ impl Tx {
                         "DELETE FROM ferrod_entries WHERE cache = ? AND key IN ({})",
                         placeholders(n)
                     );
-                    let mut q = sqlx::query(&sql).bind(cache);
-                    for i in 0..n {
-                        q = q.bind(chunk[i.min(chunk.len() - 1)].as_ref());
-                    }
+                    let q = bind_padded_keys(sqlx::query(&sql).bind(cache), chunk, n);
                     q.execute(&mut **t).await?;
                 }
             }
