@@ -296,9 +296,9 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
         }
         let mut batch = Vec::new();
         let (mut ops, mut bytes) = (0usize, 0usize);
-        // Set when the queue first runs dry, if the batch lingers (see above).
-        let mut ops_at_drain_end: Option<usize> = None;
-        let mut linger_until: Option<tokio::time::Instant> = None;
+        // (ops to wait for, until when): set when the queue first runs dry, if the batch
+        // lingers (see above).
+        let mut linger: Option<(usize, tokio::time::Instant)> = None;
         let mut next = Some(first);
         while let Some(req) = next.take() {
             if let Op::Key(_, op, _) = &req.op {
@@ -316,11 +316,13 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
                 Err(_) => {}
             }
             if next.is_none() && carry.is_none() && previous_ops >= LINGER_MIN_OPS {
-                let target = (ops_at_drain_end.get_or_insert(ops).to_owned() + previous_ops)
-                    .min(core.max_batch_ops);
+                let (target, deadline) = *linger.get_or_insert_with(|| {
+                    (
+                        (ops + previous_ops).min(core.max_batch_ops),
+                        tokio::time::Instant::now() + LINGER,
+                    )
+                });
                 if ops < target {
-                    let deadline =
-                        *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(r)) if matches!(r.op, Op::Key(..)) => next = Some(r),
                         Ok(Some(r)) => carry = Some(r),
