@@ -103,6 +103,18 @@ async fn sqlite_write_rows(
     Ok(n)
 }
 
+/// The `ON CONFLICT (cache, key)` action that rewrites an entry row with the proposed one, in
+/// both dialects' upserts (SQLite's `update_rows` and PostgreSQL's, and the batch statement of
+/// [`Tx::write_one_cache_pg`]); a macro so it can be spliced into literal statements.
+macro_rules! rewrite_row {
+    () => {
+        "DO UPDATE SET value = excluded.value, version = excluded.version, \
+         created_ms = excluded.created_ms, lifespan_ms = excluded.lifespan_ms, \
+         last_used_ms = excluded.last_used_ms, max_idle_ms = excluded.max_idle_ms, \
+         expires_ms = excluded.expires_ms"
+    };
+}
+
 /// The padded size of a list of `n` (1..=SQLITE_CHUNK) items where repeating an item is
 /// harmless (IN lists, rows whose repeat is a no-op).
 fn padded(n: usize) -> usize {
@@ -1084,30 +1096,19 @@ impl Tx {
                 // The rows exist (the transaction holds the database's write lock since it read
                 // them), so this upsert only updates; a repeated last row (padding) writes the
                 // same values again.
-                sqlite_write_rows(
-                    t,
-                    cache,
-                    rows,
-                    "DO UPDATE SET value = excluded.value, version = excluded.version, \
-                     created_ms = excluded.created_ms, lifespan_ms = excluded.lifespan_ms, \
-                     last_used_ms = excluded.last_used_ms, max_idle_ms = excluded.max_idle_ms, \
-                     expires_ms = excluded.expires_ms",
-                )
-                .await?;
+                sqlite_write_rows(t, cache, rows, rewrite_row!()).await?;
             }
             Tx::Postgres(t) => {
                 for chunk in row_chunks(rows) {
                     let c = Columns::of(chunk);
-                    sqlx::query(
+                    sqlx::query(concat!(
                         "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
                          lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
                          SELECT $1, * FROM UNNEST($2::bytea[], $3::bytea[], $4::int8[], \
                          $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
-                         ON CONFLICT (cache, key) DO UPDATE SET value = EXCLUDED.value, \
-                         version = EXCLUDED.version, created_ms = EXCLUDED.created_ms, \
-                         lifespan_ms = EXCLUDED.lifespan_ms, last_used_ms = EXCLUDED.last_used_ms, \
-                         max_idle_ms = EXCLUDED.max_idle_ms, expires_ms = EXCLUDED.expires_ms",
-                    )
+                         ON CONFLICT (cache, key) ",
+                        rewrite_row!()
+                    ))
                     .bind(cache)
                     .bind(c.keys)
                     .bind(c.values)
@@ -1288,17 +1289,16 @@ impl Tx {
         // Data-modifying CTEs all run (referenced or not), on the same snapshot; the three
         // entry statements touch disjoint keys. Updates are written as upserts of rows this
         // transaction holds locked (see `update_rows` for why).
-        let got: Vec<(i64, i64, i64)> = sqlx::query_as(
+        let got: Vec<(i64, i64, i64)> = sqlx::query_as(concat!(
             "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
              RETURNING 1), \
              upd AS (INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
              lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
              SELECT $1, * FROM UNNEST($3::bytea[], $4::bytea[], $5::int8[], $6::int8[], \
              $7::int8[], $8::int8[], $9::int8[], $10::int8[]) \
-             ON CONFLICT (cache, key) DO UPDATE SET value = EXCLUDED.value, \
-             version = EXCLUDED.version, created_ms = EXCLUDED.created_ms, \
-             lifespan_ms = EXCLUDED.lifespan_ms, last_used_ms = EXCLUDED.last_used_ms, \
-             max_idle_ms = EXCLUDED.max_idle_ms, expires_ms = EXCLUDED.expires_ms RETURNING 1), \
+             ON CONFLICT (cache, key) ",
+            rewrite_row!(),
+            " RETURNING 1), \
              ins AS (INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
              lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
              SELECT $1, * FROM UNNEST($11::bytea[], $12::bytea[], $13::int8[], $14::int8[], \
@@ -1313,8 +1313,8 @@ impl Tx {
              ORDER BY x.ord RETURNING seq), \
              chk AS (SELECT COUNT(*) AS n FROM ferrod_entries \
              WHERE cache = $1 AND key = ANY($28::bytea[])) \
-             SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg",
-        )
+             SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg"
+        ))
         .bind(cache)
         .bind(key_slices(deletes))
         .bind(u.keys)
