@@ -150,6 +150,9 @@ pub(crate) enum Reply {
 enum BatchError {
     /// Re-running the batch from scratch is expected to succeed.
     Retry(String),
+    /// The database refused what one of the batch's ops writes (see [`db::is_refused_write`]):
+    /// nothing was committed, and each op is worth running again on its own.
+    Refused(String),
     Fatal(String),
     /// COMMIT itself failed (typically the connection broke): the transaction may or may not
     /// have been committed, so memory must be re-read from SQL rather than trusted.
@@ -160,6 +163,8 @@ impl From<sqlx::Error> for BatchError {
     fn from(e: sqlx::Error) -> Self {
         if db::is_retryable(&e) {
             BatchError::Retry(e.to_string())
+        } else if db::is_refused_write(&e) {
+            BatchError::Refused(e.to_string())
         } else {
             BatchError::Fatal(e.to_string())
         }
@@ -370,9 +375,29 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
                 tracing::debug!(attempt, "retrying write batch: {why}");
                 tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt))).await;
             }
+            Err(BatchError::Refused(why)) if batch.len() > 1 => {
+                // The database refused something in the batch (a key PostgreSQL cannot index,
+                // a constraint, a trigger): that is one op's failure, and the other callers
+                // whose writes happened to share its transaction must not get it. Nothing was
+                // committed, so each op runs again in a transaction of its own, in the batch's
+                // order (which keeps every key's writes in FIFO order).
+                core.metrics
+                    .transactions_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    ops = batch.len(),
+                    "write batch failed, running its ops one by one: {why}"
+                );
+                for req in batch {
+                    Box::pin(run_batch(core, vec![req])).await;
+                }
+                return;
+            }
             Err(e) => {
                 let (why, ambiguous) = match e {
-                    BatchError::Retry(w) | BatchError::Fatal(w) => (w, false),
+                    BatchError::Retry(w) | BatchError::Refused(w) | BatchError::Fatal(w) => {
+                        (w, false)
+                    }
                     BatchError::Ambiguous(w) => (w, true),
                 };
                 core.metrics

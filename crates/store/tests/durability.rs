@@ -194,18 +194,33 @@ async fn failing_batch_leaves_memory_unchanged(db: &TestDb) {
         )
         .await;
     }
-    let (good, bad) = tokio::join!(
+    // Many writers at once, so the refused write shares its transaction with others: only
+    // the refused write fails; the others are committed.
+    let goods = (0..40).map(|i| c.put(b(&format!("good{i}")), b("fresh"), IMM));
+    let (good, bad, more) = tokio::join!(
+        futures::future::join_all(goods),
+        c.put(b("k"), b("boom"), IMM),
         c.put(b("other"), b("new"), IMM),
-        c.put(b("k"), b("boom"), IMM)
     );
     assert!(matches!(bad, Err(StoreError::Database(_))), "{bad:?}");
+    assert!(format!("{bad:?}").contains("boom"), "{bad:?}");
     assert_eq!(c.peek(b"k").unwrap(), before, "memory unchanged");
-    // the good op may have been in the failed batch or in its own; either way memory = SQL
-    let other = c.peek(b"other").unwrap();
-    match good {
-        Ok(_) => assert_eq!(other.value, b("new")),
-        Err(_) => assert_eq!(other.value, b("old")),
+    for (i, r) in good.iter().enumerate() {
+        assert!(r.is_ok(), "good{i}: {r:?}");
+        assert_eq!(
+            c.peek(format!("good{i}").as_bytes()).unwrap().value,
+            b("fresh")
+        );
     }
+    more.unwrap();
+    let other = c.peek(b"other").unwrap();
+    assert_eq!(other.value, b("new"));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM ferrod_entries WHERE length(value) = 5")
+            .await,
+        40,
+        "every good write committed"
+    );
     let failed = store.metrics().transactions_failed;
     assert!(failed >= 1);
     if db.is_sqlite() {
@@ -221,6 +236,52 @@ async fn failing_batch_leaves_memory_unchanged(db: &TestDb) {
     assert_eq!(c2.peek(b"other").unwrap(), other);
     assert_eq!(c2.peek(b"k").unwrap().value, b("boom"));
     store.shutdown().await;
+}
+
+/// PostgreSQL indexes a key of at most about 2.7 KB (btree row limit): a longer key is refused
+/// by the database. That write fails with the database's reason; the writes that shared its
+/// transaction are committed, and nothing of it is left in memory or SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_key_too_large_for_its_index_fails_alone() {
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("skipped: FERROD_TEST_PG_URL not set");
+        return;
+    };
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    // Incompressible, so PostgreSQL cannot shrink the index entry below its limit.
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let big: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let big = Bytes::from(big);
+    let goods = (0..40).map(|i| c.put(b(&format!("good{i}")), b("v"), IMM));
+    let (good, bad) = tokio::join!(
+        futures::future::join_all(goods),
+        c.put(big.clone(), b("v"), IMM)
+    );
+    match &bad {
+        Err(StoreError::Database(why)) => assert!(why.contains("index row size"), "{why}"),
+        other => panic!("expected the database's refusal, got {other:?}"),
+    }
+    assert!(c.peek(&big).is_none());
+    for (i, r) in good.iter().enumerate() {
+        assert!(r.is_ok(), "good{i}: {r:?}");
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM ferrod_entries WHERE cache = 'default'")
+            .await,
+        40
+    );
+    // A key under the limit is fine.
+    c.put(big.slice(..2048), b("v"), IMM).await.unwrap();
+    store.shutdown().await;
+    db.cleanup().await;
 }
 
 /// SQLite: another connection holds the database lock longer than busy_timeout. The write

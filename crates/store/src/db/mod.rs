@@ -505,6 +505,30 @@ pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
     )
 }
 
+/// Whether the database refused the data of a statement (as opposed to failing as a whole:
+/// unreachable, shutting down, out of resources): PostgreSQL's data exceptions (class 22),
+/// integrity violations (23), program limits such as a key too large for its index (54) and
+/// errors raised by triggers or functions (P0, 38, 39); SQLite's too-big, constraint (also a
+/// trigger's RAISE) and type-mismatch results. Such an error belongs to one op of a batch.
+pub(crate) fn is_refused_write(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return matches!(code.get(..2), Some("22" | "23" | "54" | "P0" | "38" | "39"));
+    }
+    // SQLite: SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH (primary codes, the low byte
+    // of an extended code).
+    code.parse::<i32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 18..=20))
+}
+
 fn key_slices(keys: &[Bytes]) -> Vec<&[u8]> {
     keys.iter().map(|k| k.as_ref()).collect()
 }
