@@ -151,6 +151,13 @@ impl Server {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        // Ready means this run logged that it is listening. A successful connect alone is not
+        // enough: until the server binds, the port is free, and a connect can reach whoever
+        // else took it meanwhile, or even the connecting socket itself (TCP self-connect when
+        // the kernel picks the same port as the source), and the test's first request then
+        // meets a reset.
+        const READY: &str = "ferrod ready on";
+        let readies_before = self.log().matches(READY).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -183,11 +190,13 @@ impl Server {
                 };
                 return Err(format!("{reason} ({st})"));
             }
-            if TcpStream::connect(self.addr()).await.is_ok() {
+            if self.log().matches(READY).count() > readies_before
+                && TcpStream::connect(self.addr()).await.is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err("port never accepted connections within 60 s".into());
+                return Err("not ready (listening and accepting connections) within 60 s".into());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
