@@ -462,3 +462,61 @@ async fn a_connection_stops_reading_at_max_inflight_per_connection() {
         Some(FRAME_VALUE)
     );
 }
+
+/// Keys up to the default max_key_bytes (64 KiB) are served by both backends, including
+/// PostgreSQL, whose index cannot hold a key over about 2.7 KB as is (the store keeps a hash
+/// of long keys in the key column): every keyed op, a restart, and one byte over is refused.
+async fn keys_up_to_the_default_max_key_bytes(mut server: Server) {
+    let mut c = server.client().await;
+    let keys: Vec<Bytes> = [3_000usize, 20_000, 65_536]
+        .iter()
+        .map(|n| {
+            Bytes::from(
+                (0..*n)
+                    .map(|i| (i * 7 + i / 251) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        assert_status(&c.put_bytes(k.clone(), b("v")).await, status::SUCCESS);
+        assert_eq!(c.get_bytes(k.clone()).await, Some(b("v")), "key {i}");
+    }
+    let r = c.req(Request::GetAll { keys: keys.clone() }).await;
+    assert!(
+        matches!(&r.body, ResponseBody::GetAll(m) if m.len() == keys.len()),
+        "{r:?}"
+    );
+    let r = c
+        .req(Request::Remove {
+            key: keys[1].clone(),
+        })
+        .await;
+    assert_status(&r, status::SUCCESS);
+    server.stop().await;
+    server.restart().await;
+    let mut c = server.client().await;
+    assert_eq!(c.get_bytes(keys[0].clone()).await, Some(b("v")));
+    assert_eq!(c.get_bytes(keys[1].clone()).await, None);
+    assert_eq!(c.get_bytes(keys[2].clone()).await, Some(b("v")));
+    let mut over = keys[2].to_vec();
+    over.push(0);
+    let r = c.put_bytes(Bytes::from(over), b("v")).await;
+    assert_error(&r, status::SERVER_ERROR, "max_key_bytes");
+}
+
+#[tokio::test]
+async fn keys_up_to_the_default_max_key_bytes_sqlite() {
+    keys_up_to_the_default_max_key_bytes(Server::start().await).await;
+}
+
+#[tokio::test]
+async fn keys_up_to_the_default_max_key_bytes_postgres() {
+    let Some(db) = PgDb::create("longkeys").await else {
+        return;
+    };
+    keys_up_to_the_default_max_key_bytes(
+        Server::start_with(ServerOpts::default().database(&db.url)).await,
+    )
+    .await;
+}

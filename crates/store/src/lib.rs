@@ -45,7 +45,9 @@
 //!   plus one reaper interval (the tolerance), and is never expired by this replica's clock.
 //!
 //! Schema (see `db/migrations.rs`): `ferrod_caches`, `ferrod_entries` (PK cache+key, raw bytes,
-//! an indexed `expires_ms` so the sweep never scans), `ferrod_meta` (SQLite version counter,
+//! an indexed `expires_ms` so the sweep never scans; on PostgreSQL, whose btree rows hold at
+//! most 2704 bytes, a key over 1 KiB is stored as a tag plus its SHA-256 with the key itself in
+//! `long_key`, see `db::PG_INLINE_KEY_MAX`), `ferrod_meta` (SQLite version counter,
 //! `changes_pruned_through`), `ferrod_version_seq` (PostgreSQL), `ferrod_changes` (one row per
 //! changed key and per clear, written in the same transaction as the change: kind
 //! created/modified/removed/expired/clear, version, previous version, origin replica, the value

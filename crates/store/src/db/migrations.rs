@@ -158,6 +158,23 @@ ALTER TABLE ferrod_changes ADD COLUMN notify BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE ferrod_changes ADD COLUMN notify BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
     },
+    Migration {
+        version: 4,
+        description: "entries: long keys (PostgreSQL stores a hash in the key column)",
+        // A PostgreSQL btree row holds at most 2704 bytes, so the primary key (cache, key)
+        // cannot take a long key: such a key is stored as a tag and its SHA-256 in `key` and
+        // in full in `long_key` (see db::PG_INLINE_KEY_MAX). Additive: a ferrod from before
+        // this column reads and writes every other key exactly as before, so both run side by
+        // side during an upgrade (the older one cannot store long keys, as before, and sees a
+        // long key's row under its stored form). SQLite stores every key as is; the column is
+        // added there too so both schemas have the same tables.
+        sqlite: r#"
+ALTER TABLE ferrod_entries ADD COLUMN long_key BLOB;
+"#,
+        postgres: r#"
+ALTER TABLE ferrod_entries ADD COLUMN long_key BYTEA;
+"#,
+    },
 ];
 
 /// Arbitrary constant naming ferrod's migration lock among other applications' advisory locks.

@@ -7,6 +7,7 @@
 
 pub(crate) mod migrations;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -529,8 +530,54 @@ pub(crate) fn is_refused_write(e: &sqlx::Error) -> bool {
         .is_ok_and(|sqlite| matches!(sqlite & 0xff, 18..=20))
 }
 
-fn key_slices(keys: &[Bytes]) -> Vec<&[u8]> {
+/// PostgreSQL cannot index a long key: a btree row holds at most 2704 bytes (cache name
+/// included). A key longer than this (or one that starts with [`LONG_KEY_TAG`], so the mapping
+/// stays one-to-one) is therefore stored with `key` = the tag followed by the SHA-256 of the
+/// key, and the key itself in `long_key`; every other key is stored as itself with `long_key`
+/// NULL, exactly as ferrod versions before `long_key` existed wrote and read it. Rows are read
+/// back as `COALESCE(long_key, key)`. SQLite has no such limit and stores every key as is.
+pub(crate) const PG_INLINE_KEY_MAX: usize = 1024;
+/// Starts the stored form of a long key (a protobuf or Java-serialized key never starts with a
+/// zero byte followed by this text).
+pub(crate) const LONG_KEY_TAG: &[u8] = b"\0ferrod-long-key-sha256:";
+/// The entry key column as read on PostgreSQL (see [`PG_INLINE_KEY_MAX`]).
+macro_rules! pg_key_col {
+    () => {
+        "COALESCE(long_key, key)"
+    };
+}
+
+/// Whether `key` is stored hashed on PostgreSQL (see [`PG_INLINE_KEY_MAX`]).
+fn is_long_key(key: &[u8]) -> bool {
+    key.len() > PG_INLINE_KEY_MAX || key.starts_with(LONG_KEY_TAG)
+}
+
+/// The `key` column value of `key` on PostgreSQL (see [`PG_INLINE_KEY_MAX`]).
+pub(crate) fn pg_stored_key(key: &[u8]) -> Cow<'_, [u8]> {
+    if is_long_key(key) {
+        use sha2::Digest;
+        let mut stored = LONG_KEY_TAG.to_vec();
+        stored.extend_from_slice(&sha2::Sha256::digest(key));
+        Cow::Owned(stored)
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// The stored forms of `keys` on PostgreSQL, to bind as a `bytea[]` through [`as_slices`].
+fn pg_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<Cow<'a, [u8]>> {
+    keys.into_iter().map(pg_stored_key).collect()
+}
+
+fn as_slices<'a>(keys: &'a [Cow<'_, [u8]>]) -> Vec<&'a [u8]> {
     keys.iter().map(|k| k.as_ref()).collect()
+}
+
+/// The `long_key` column values of `keys` on PostgreSQL.
+fn long_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<Option<&'a [u8]>> {
+    keys.into_iter()
+        .map(|k| is_long_key(k).then_some(k))
+        .collect()
 }
 
 impl Backend {
@@ -607,8 +654,12 @@ impl Backend {
     ) -> Result<(), StoreError> {
         const SQL_SQLITE: &str = "SELECT key, value, version, created_ms, lifespan_ms, \
             last_used_ms, max_idle_ms FROM ferrod_entries WHERE cache = ?";
-        const SQL_PG: &str = "SELECT key, value, version, created_ms, lifespan_ms, \
-            last_used_ms, max_idle_ms FROM ferrod_entries WHERE cache = $1";
+        const SQL_PG: &str = concat!(
+            "SELECT ",
+            pg_key_col!(),
+            ", value, version, created_ms, lifespan_ms, \
+             last_used_ms, max_idle_ms FROM ferrod_entries WHERE cache = $1"
+        );
         match self {
             Backend::Sqlite(p) => {
                 let mut rows = sqlx::query(SQL_SQLITE).bind(cache).fetch(p);
@@ -653,7 +704,7 @@ impl Backend {
                 }
                 sqlx::query(&format!("{COLS} WHERE cache = $1 AND key = $2"))
                     .bind(cache)
-                    .bind(key)
+                    .bind(pg_stored_key(key).as_ref())
                     .fetch_optional(p)
                     .await?
                     .map(|r| full_row_pg(&r))
@@ -681,12 +732,15 @@ impl Backend {
         let p = self.pg()?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(PG_CHUNK) {
-            let rows = sqlx::query(
-                "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
-            )
+            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                pg_key_col!(),
+                ", value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)"
+            ))
             .bind(cache)
-            .bind(key_slices(chunk))
+            .bind(as_slices(&stored))
             .fetch_all(p)
             .await?;
             for r in &rows {
@@ -705,12 +759,15 @@ impl Backend {
         let p = self.pg()?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(PG_CHUNK) {
-            let rows = sqlx::query(
-                "SELECT key, version, last_used_ms FROM ferrod_entries \
-                 WHERE cache = $1 AND key = ANY($2)",
-            )
+            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                pg_key_col!(),
+                ", version, last_used_ms FROM ferrod_entries \
+                 WHERE cache = $1 AND key = ANY($2)"
+            ))
             .bind(cache)
-            .bind(key_slices(chunk))
+            .bind(as_slices(&stored))
             .fetch_all(p)
             .await?;
             for r in &rows {
@@ -948,13 +1005,16 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
-                    let rows = sqlx::query(
-                        "SELECT key, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        pg_key_col!(),
+                        ", version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
                          FROM ferrod_entries WHERE cache = $1 AND key = ANY($2) \
-                         ORDER BY key FOR UPDATE",
-                    )
+                         ORDER BY key FOR UPDATE"
+                    ))
                     .bind(cache)
-                    .bind(key_slices(chunk))
+                    .bind(as_slices(&stored))
                     .fetch_all(&mut **t)
                     .await?;
                     for r in &rows {
@@ -991,11 +1051,14 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
-                    let rows = sqlx::query(
-                        "SELECT key, value FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
-                    )
+                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        pg_key_col!(),
+                        ", value FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)"
+                    ))
                     .bind(cache)
-                    .bind(key_slices(chunk))
+                    .bind(as_slices(&stored))
                     .fetch_all(&mut **t)
                     .await?;
                     for r in &rows {
@@ -1078,14 +1141,14 @@ impl Tx {
                 for chunk in row_chunks(rows) {
                     let c = Columns::of(chunk);
                     n += sqlx::query(
-                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-                         SELECT $1, * FROM UNNEST($2::bytea[], $3::bytea[], $4::int8[], \
-                         $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+                        "INSERT INTO ferrod_entries (cache, key, long_key, value, version, \
+                         created_ms, lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+                         SELECT $1, * FROM UNNEST($2::bytea[], $10::bytea[], $3::bytea[], \
+                         $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
                          ON CONFLICT (cache, key) DO NOTHING",
                     )
                     .bind(cache)
-                    .bind(c.keys)
+                    .bind(as_slices(&c.keys))
                     .bind(c.values)
                     .bind(c.versions)
                     .bind(c.created)
@@ -1093,6 +1156,7 @@ impl Tx {
                     .bind(c.last_used)
                     .bind(c.max_idle)
                     .bind(c.expires)
+                    .bind(c.long_keys)
                     .execute(&mut **t)
                     .await?
                     .rows_affected();
@@ -1126,15 +1190,15 @@ impl Tx {
                 for chunk in row_chunks(rows) {
                     let c = Columns::of(chunk);
                     sqlx::query(concat!(
-                        "INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-                         lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-                         SELECT $1, * FROM UNNEST($2::bytea[], $3::bytea[], $4::int8[], \
-                         $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+                        "INSERT INTO ferrod_entries (cache, key, long_key, value, version, \
+                         created_ms, lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+                         SELECT $1, * FROM UNNEST($2::bytea[], $10::bytea[], $3::bytea[], \
+                         $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
                          ON CONFLICT (cache, key) ",
                         rewrite_row!()
                     ))
                     .bind(cache)
-                    .bind(c.keys)
+                    .bind(as_slices(&c.keys))
                     .bind(c.values)
                     .bind(c.versions)
                     .bind(c.created)
@@ -1142,6 +1206,7 @@ impl Tx {
                     .bind(c.last_used)
                     .bind(c.max_idle)
                     .bind(c.expires)
+                    .bind(c.long_keys)
                     .execute(&mut **t)
                     .await?;
                 }
@@ -1165,9 +1230,10 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
+                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
                     sqlx::query("DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)")
                         .bind(cache)
-                        .bind(key_slices(chunk))
+                        .bind(as_slices(&stored))
                         .execute(&mut **t)
                         .await?;
                 }
@@ -1303,6 +1369,8 @@ impl Tx {
         }
         let u = Columns::of(updates);
         let i = Columns::of(inserts);
+        let deleted = pg_keys(deletes.iter().map(|k| k.as_ref()));
+        let absent = pg_keys(absent.iter().map(|k| k.as_ref()));
         let caches: Vec<&str> = changes.iter().map(|c| c.cache.as_str()).collect();
         let keys: Vec<Option<&[u8]>> = changes.iter().map(|c| c.key.as_deref()).collect();
         let kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
@@ -1316,17 +1384,17 @@ impl Tx {
         let got: Vec<(i64, i64, i64)> = sqlx::query_as(concat!(
             "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
              RETURNING 1), \
-             upd AS (INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-             lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-             SELECT $1, * FROM UNNEST($3::bytea[], $4::bytea[], $5::int8[], $6::int8[], \
-             $7::int8[], $8::int8[], $9::int8[], $10::int8[]) \
+             upd AS (INSERT INTO ferrod_entries (cache, key, long_key, value, version, \
+             created_ms, lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+             SELECT $1, * FROM UNNEST($3::bytea[], $29::bytea[], $4::bytea[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) \
              ON CONFLICT (cache, key) ",
             rewrite_row!(),
             " RETURNING 1), \
-             ins AS (INSERT INTO ferrod_entries (cache, key, value, version, created_ms, \
-             lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
-             SELECT $1, * FROM UNNEST($11::bytea[], $12::bytea[], $13::int8[], $14::int8[], \
-             $15::int8[], $16::int8[], $17::int8[], $18::int8[]) \
+             ins AS (INSERT INTO ferrod_entries (cache, key, long_key, value, version, \
+             created_ms, lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
+             SELECT $1, * FROM UNNEST($11::bytea[], $30::bytea[], $12::bytea[], $13::int8[], \
+             $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[]) \
              ON CONFLICT (cache, key) DO NOTHING RETURNING 1), \
              chg AS (INSERT INTO ferrod_changes (cache, key, kind, version, prev_version, value, \
              notify, origin, committed_ms) \
@@ -1340,8 +1408,8 @@ impl Tx {
              SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg"
         ))
         .bind(cache)
-        .bind(key_slices(deletes))
-        .bind(u.keys)
+        .bind(as_slices(&deleted))
+        .bind(as_slices(&u.keys))
         .bind(u.values)
         .bind(u.versions)
         .bind(u.created)
@@ -1349,7 +1417,7 @@ impl Tx {
         .bind(u.last_used)
         .bind(u.max_idle)
         .bind(u.expires)
-        .bind(i.keys)
+        .bind(as_slices(&i.keys))
         .bind(i.values)
         .bind(i.versions)
         .bind(i.created)
@@ -1366,7 +1434,9 @@ impl Tx {
         .bind(notify)
         .bind(origin)
         .bind(now)
-        .bind(key_slices(absent))
+        .bind(as_slices(&absent))
+        .bind(u.long_keys)
+        .bind(i.long_keys)
         .fetch_all(&mut **t)
         .await?;
         let inserted = got.first().map_or(0, |(n, _, _)| *n as u64);
@@ -1388,11 +1458,12 @@ impl Tx {
         };
         let mut n = 0u64;
         for chunk in keys.chunks(PG_CHUNK) {
+            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
             let c: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*)::int8 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
             )
             .bind(cache)
-            .bind(key_slices(chunk))
+            .bind(as_slices(&stored))
             .fetch_one(&mut **t)
             .await?;
             n += c as u64;
@@ -1434,14 +1505,15 @@ impl Tx {
         };
         let hi: Vec<i32> = key_locks.iter().map(|l| l.0).collect();
         let lo: Vec<i32> = key_locks.iter().map(|l| l.1).collect();
+        let stored = pg_keys(keys.iter().map(|k| k.as_ref()));
         // Each CTE is MATERIALIZED and the next one refers to it through an uncommitted
         // sub-select (an InitPlan, evaluated before the referring scan starts), which is what
         // orders the steps. The first column tells the three kinds of result rows apart.
         let rows = sqlx::query(
-            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE),              a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM              (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo)              WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s),              r AS MATERIALIZED (SELECT e.key, e.version, e.created_ms, e.lifespan_ms,              e.last_used_ms, e.max_idle_ms FROM ferrod_entries e              WHERE e.cache = $1 AND e.key = ANY($2::bytea[]) AND (SELECT n FROM a) >= 0              ORDER BY e.key FOR UPDATE),              v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version              FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0              AND EXISTS (SELECT 1 FROM c))              SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8,              0::int8, 0::int8 FROM c              UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms,              max_idle_ms FROM r              UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v",
+            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE),              a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM              (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo)              WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s),              r AS MATERIALIZED (SELECT COALESCE(e.long_key, e.key) AS key, e.version, e.created_ms, e.lifespan_ms,              e.last_used_ms, e.max_idle_ms FROM ferrod_entries e              WHERE e.cache = $1 AND e.key = ANY($2::bytea[]) AND (SELECT n FROM a) >= 0              ORDER BY e.key FOR UPDATE),              v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version              FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0              AND EXISTS (SELECT 1 FROM c))              SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8,              0::int8, 0::int8 FROM c              UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms,              max_idle_ms FROM r              UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v",
         )
         .bind(cache)
-        .bind(key_slices(keys))
+        .bind(as_slices(&stored))
         .bind(hi)
         .bind(lo)
         .bind(i64::try_from(versions).unwrap_or(i64::MAX))
@@ -1608,10 +1680,12 @@ impl Tx {
             .iter()
             .map(full_row_sqlite)
             .collect(),
-            Tx::Postgres(t) => sqlx::query(
-                "SELECT key, value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                 FROM ferrod_entries WHERE cache = $1",
-            )
+            Tx::Postgres(t) => sqlx::query(concat!(
+                "SELECT ",
+                pg_key_col!(),
+                ", value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
+                 FROM ferrod_entries WHERE cache = $1"
+            ))
             .bind(cache)
             .fetch_all(&mut **t)
             .await?
@@ -1641,7 +1715,7 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in touches.chunks(PG_CHUNK) {
-                    let keys: Vec<&[u8]> = chunk.iter().map(|x| x.key.as_ref()).collect();
+                    let stored = pg_keys(chunk.iter().map(|x| x.key.as_ref()));
                     let versions: Vec<i64> = chunk.iter().map(|x| x.version).collect();
                     let used: Vec<i64> = chunk.iter().map(|x| x.last_used_ms).collect();
                     let expires: Vec<Option<i64>> = chunk.iter().map(|x| x.expires_ms).collect();
@@ -1653,7 +1727,7 @@ impl Tx {
                          AND e.last_used_ms < u.used",
                     )
                     .bind(cache)
-                    .bind(keys)
+                    .bind(as_slices(&stored))
                     .bind(versions)
                     .bind(used)
                     .bind(expires)
@@ -1698,7 +1772,7 @@ impl Tx {
             Tx::Postgres(t) => sqlx::query(
                 "DELETE FROM ferrod_entries WHERE (cache, key) IN (SELECT cache, key \
                  FROM ferrod_entries WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 AND expires_ms <= $1 RETURNING cache, key, version, value",
+                 AND expires_ms <= $1 RETURNING cache, COALESCE(long_key, key), version, value",
             )
             .bind(now)
             .bind(limit)
@@ -1790,8 +1864,11 @@ fn row_chunks<'r, 'a>(rows: &'r [(&'a Bytes, &'a Row)]) -> Vec<&'r [(&'a Bytes, 
 }
 
 /// Column arrays for the PostgreSQL `UNNEST` statements.
+/// Rows to write on PostgreSQL, by column (keys in their stored form, see
+/// [`PG_INLINE_KEY_MAX`]).
 struct Columns<'a> {
-    keys: Vec<&'a [u8]>,
+    keys: Vec<Cow<'a, [u8]>>,
+    long_keys: Vec<Option<&'a [u8]>>,
     values: Vec<&'a [u8]>,
     versions: Vec<i64>,
     created: Vec<i64>,
@@ -1804,7 +1881,8 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn of(rows: &'a [(&'a Bytes, &'a Row)]) -> Self {
         Columns {
-            keys: rows.iter().map(|(k, _)| k.as_ref()).collect(),
+            keys: pg_keys(rows.iter().map(|(k, _)| k.as_ref())),
+            long_keys: long_keys(rows.iter().map(|(k, _)| k.as_ref())),
             values: rows.iter().map(|(_, r)| r.value.as_ref()).collect(),
             versions: rows.iter().map(|(_, r)| r.version).collect(),
             created: rows.iter().map(|(_, r)| r.created_ms).collect(),
