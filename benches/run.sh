@@ -3,7 +3,9 @@
 #   ferrod on SQLite and on PostgreSQL: GET, PUT and the Keycloak-like mix (ferrod-load),
 #   redis in memory and redis with appendfsync always (redis-benchmark),
 #   PostgreSQL's own upsert ceiling: 100-row INSERT ... ON CONFLICT DO UPDATE, and single-row
-#   upserts from 16 clients (pgbench).
+#   upserts from 16 clients (pgbench),
+#   Infinispan 16 (the HotRod server ferrod replaces), in memory and with its file store, through
+#   the same ferrod-load runs (proto-tests/java/reference-server.sh).
 # Then prints the figures and the ratios the targets are about, and writes them to
 # $BENCH_OUT/{results.jsonl,summary.md}.
 #
@@ -11,7 +13,10 @@
 # Env:   BENCH_DURATION=15 BENCH_WARMUP=3 BENCH_CONNECTIONS=64 BENCH_VALUE_SIZE=1024
 #        BENCH_KEYS=100000 BENCH_PG_CLIENTS=16 BENCH_PG_BATCH=100
 #        BENCH_PG_MULTI_CLIENTS="4 8 16"  (client counts tried for the multi-row ceiling; the best counts)
-#        BENCH_PARTS="ferrod-sqlite ferrod-pg redis redis-aof pgbench"  (any subset)
+#        BENCH_PARTS="ferrod-sqlite ferrod-pg redis redis-aof pgbench infinispan infinispan-store"
+#          (any subset)
+#        BENCH_ISPN_LINE=16  BENCH_ISPN_WARMUP=10  (JIT warm-up, s)
+#        BENCH_ISPN_JAVA_OPTS="-Xmx2g"  (heap as keycloak-benchmark gives Infinispan: 2 GiB)
 #        FERROD_BENCH_PG_URL=postgres://...  (use this database for ferrod instead of creating
 #        one; the pgbench anchors then run there too, in table ferrod_bench_kv)
 #        BENCH_OUT=target/bench/<timestamp>   BENCH_SKIP_BUILD=1
@@ -29,7 +34,9 @@ KEYS=${BENCH_KEYS:-100000}
 PG_CLIENTS=${BENCH_PG_CLIENTS:-16}
 PG_MULTI_CLIENTS=${BENCH_PG_MULTI_CLIENTS:-"4 8 16"}
 PG_BATCH=${BENCH_PG_BATCH:-100}
-PARTS=${BENCH_PARTS:-"ferrod-sqlite ferrod-pg redis redis-aof pgbench"}
+PARTS=${BENCH_PARTS:-"ferrod-sqlite ferrod-pg redis redis-aof pgbench infinispan infinispan-store"}
+ISPN_LINE=${BENCH_ISPN_LINE:-16}
+ISPN_WARMUP=${BENCH_ISPN_WARMUP:-10}
 OUT=${BENCH_OUT:-$root/target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -158,6 +165,28 @@ if want ferrod-pg || want pgbench; then
 fi
 
 # ---------------------------------------------------------------- ferrod
+# The three ferrod-load runs (GET after a preload, PUT, Keycloak mix) against a HotRod server.
+hotrod_runs() { # name-prefix system-label port pid warmup-s cache [db-pid]
+  local prefix=$1 system=$2 port=$3 pid=$4 warmup=$5 cache=$6 db_pid=${7:-}
+  local common=(--addr "127.0.0.1:$port" --cache "$cache" --connections "$CONNS" --pipeline 1 --keys "$KEYS"
+    --value-size "$VALUE" --duration "${DURATION}s" --warmup "${warmup}s" --server-pid "$pid"
+    --json)
+  [ -n "$db_pid" ] && common+=(--db-pid "$db_pid")
+  local json
+  for spec in "get:GET:--preload" "put:PUT:" "keycloak:Keycloak mix:"; do
+    local mix=${spec%%:*} rest=${spec#*:}
+    local op=${rest%%:*} extra=${rest#*:}
+    log "  $system $op"
+    # shellcheck disable=SC2086
+    if json=$("$LOAD" "${common[@]}" --mix "$mix" $extra 2>>"$OUT/load-$prefix.log"); then
+      record "$prefix-$mix" "$system" "$op" "$json"
+    else
+      log "  ferrod-load failed (see $OUT/load-$prefix.log)"
+    fi
+    kill -0 "$pid" 2>/dev/null || { log "$system died"; break; }
+  done
+}
+
 ferrod_runs() { # label database-url [db-pid]
   local label=$1 url=$2 db_pid=${3:-} port pid
   port=$(free_port)
@@ -171,23 +200,7 @@ ferrod_runs() { # label database-url [db-pid]
     stop_pid "$pid"
     return 0
   fi
-  local common=(--addr "127.0.0.1:$port" --connections "$CONNS" --pipeline 1 --keys "$KEYS"
-    --value-size "$VALUE" --duration "${DURATION}s" --warmup "${WARMUP}s" --server-pid "$pid"
-    --json)
-  [ -n "$db_pid" ] && common+=(--db-pid "$db_pid")
-  local json
-  for spec in "get:GET:--preload" "put:PUT:" "keycloak:Keycloak mix:"; do
-    local mix=${spec%%:*} rest=${spec#*:}
-    local op=${rest%%:*} extra=${rest#*:}
-    log "  ferrod ($label) $op"
-    # shellcheck disable=SC2086
-    if json=$("$LOAD" "${common[@]}" --mix "$mix" $extra 2>>"$OUT/ferrod-load-$label.log"); then
-      record "ferrod-$label-$mix" "ferrod ($label)" "$op" "$json"
-    else
-      log "  ferrod-load failed (see $OUT/ferrod-load-$label.log)"
-    fi
-    kill -0 "$pid" 2>/dev/null || { log "ferrod ($label) died"; break; }
-  done
+  hotrod_runs "ferrod-$label" "ferrod ($label)" "$port" "$pid" "$WARMUP" "" "$db_pid"
   stop_pid "$pid"
 }
 
@@ -201,6 +214,42 @@ if ((FERROD_OK)); then
   fi
 elif want ferrod-sqlite || want ferrod-pg; then
   log "ferrod is not runnable: only the anchors are measured"
+fi
+
+# ---------------------------------------------------------------- Infinispan
+# The reference server of the proto-tests (an Infinispan HotRod server from Maven artifacts,
+# LOCAL caches; reference-server.sh execs the JVM, so $! is the server process), with a JIT
+# warm-up before each measured window. "infinispan": memory only, as Keycloak's external
+# Infinispan keeps sessions; "infinispan-store": with its write-through file store (not synced
+# to disk per write, unlike ferrod's commits).
+infinispan_runs() { # name store(none|file) label
+  local name=$1 store=$2 label=$3 port pid
+  port=$(free_port)
+  log "Infinispan $ISPN_LINE ($label) on 127.0.0.1:$port"
+  REFERENCE_SERVER_STORE=$store REFERENCE_SERVER_JAVA_OPTS=${BENCH_ISPN_JAVA_OPTS:--Xmx2g} \
+    "$root/proto-tests/java/reference-server.sh" "$ISPN_LINE" "$port" "$WORK/$name" \
+    >"$OUT/$name.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  # The first start builds the launcher with Maven.
+  if ! wait_port "$port" "$pid" 900; then
+    log "Infinispan ($label) did not start (see $OUT/$name.log)"
+    stop_pid "$pid"
+    return 0
+  fi
+  # Cache "raw" (application/octet-stream): the bytes ferrod-load sends are stored as they are,
+  # like ferrod's default cache (Infinispan 16's unencoded default cache parses keys as
+  # protostream).
+  hotrod_runs "$name" "Infinispan $ISPN_LINE ($label)" "$port" "$pid" "$ISPN_WARMUP" raw
+  stop_pid "$pid"
+}
+if want infinispan || want infinispan-store; then
+  if command -v java >/dev/null && command -v mvn >/dev/null; then
+    want infinispan && infinispan_runs infinispan none "in memory"
+    want infinispan-store && infinispan_runs infinispan-store file "file store"
+  else
+    log "java or mvn missing: Infinispan is not measured"
+  fi
 fi
 
 # ---------------------------------------------------------------- redis
@@ -411,6 +460,14 @@ for label, name in (("PostgreSQL", "ferrod-PostgreSQL"), ("SQLite", "ferrod-SQLi
     ratio(f"ferrod ({label}) PUT / PG single-row upsert rows/s ({pgc} clients)", put, single, 5)
 ratio("ferrod (PostgreSQL) PUT / redis appendfsync-always SET", fig("ferrod-PostgreSQL-put"), fig("redis-aof-set"))
 ratio("ferrod (SQLite) PUT / redis appendfsync-always SET", fig("ferrod-SQLite-put"), fig("redis-aof-set"))
+for ispn, what in (("infinispan", "in memory"), ("infinispan-store", "file store")):
+    for label, name in (("PostgreSQL", "ferrod-PostgreSQL"), ("SQLite", "ferrod-SQLite")):
+        for mix, op in (("get", "GET"), ("put", "PUT"), ("keycloak", "Keycloak mix")):
+            ratio(f"ferrod ({label}) {op} / Infinispan ({what}) {op}", fig(f"{name}-{mix}"),
+                  fig(f"{ispn}-{mix}"))
+        rss = fig(f"{name}-keycloak", "server_peak_rss_kib")
+        ispn_rss = fig(f"{ispn}-keycloak", "server_peak_rss_kib")
+        ratio(f"ferrod ({label}) peak RSS / Infinispan ({what}) peak RSS", rss, ispn_rss)
 
 # CPU per operation: what each system costs the machine per op, whatever else runs on it.
 lines.append("")

@@ -7,7 +7,8 @@
 # expiring, each persisted under <data-dir>, kept across a graceful stop (SIGTERM/SIGINT).
 # Prints READY on stdout once it accepts connections; logs go to stderr.
 # The first run builds the launcher with Maven (downloads dependencies); later runs are offline.
-# Env: REFERENCE_SERVER_JAVA_OPTS (default "-Xmx1g -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"), JAVA (default: java on PATH / $JAVA_HOME).
+# Env: REFERENCE_SERVER_STORE=none (no persistence: every cache in memory only),
+#      REFERENCE_SERVER_JAVA_OPTS (default "-Xmx1g -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"), JAVA (default: java on PATH / $JAVA_HOME).
 set -euo pipefail
 
 if [ $# -ne 3 ] || { [ "$1" != 15 ] && [ "$1" != 16 ]; }; then

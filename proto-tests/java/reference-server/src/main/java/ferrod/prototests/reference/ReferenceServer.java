@@ -164,6 +164,11 @@ public final class ReferenceServer {
       if (lifespanMs > 0) {
          b.expiration().lifespan(lifespanMs);
       }
+      // REFERENCE_SERVER_STORE=none: memory only, as a Keycloak deployment's external
+      // Infinispan runs its session caches (benches/run.sh measures both).
+      if ("none".equals(System.getenv("REFERENCE_SERVER_STORE"))) {
+         return b;
+      }
       b.persistence()
             .addSoftIndexFileStore()
             .dataLocation(data.resolve(name).resolve("data").toString())
