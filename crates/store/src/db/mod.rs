@@ -547,6 +547,31 @@ macro_rules! pg_key_col {
     };
 }
 
+/// PostgreSQL: a `FROM` clause giving `e`, the entry rows (columns `$cols` of `x`) of cache `$1`
+/// for the stored keys in the `bytea[]` parameter `$keys`, found by one primary-key probe per
+/// key, in the array's order; `$lock` is "" or " FOR UPDATE" (each row locked as it is found).
+/// A LATERAL subquery (kept apart by OFFSET 0) because PostgreSQL caches one generic plan per
+/// statement and connection, and a generic plan for `key = ANY($2)` made while the table was
+/// young scans the cache's whole key range, testing every row against the array (seen with
+/// four writer lanes: a bitmap scan of the whole cache per batch, PostgreSQL's CPU per write
+/// 2.5-6x). A lookup that depends on an outer row can only be a probe.
+macro_rules! entries_by_key {
+    ($keys:literal, $cols:literal) => {
+        entries_by_key!($keys, $cols, "")
+    };
+    ($keys:literal, $cols:literal, $lock:literal) => {
+        concat!(
+            "FROM UNNEST(",
+            $keys,
+            "::bytea[]) AS k(key) CROSS JOIN LATERAL (SELECT ",
+            $cols,
+            " FROM ferrod_entries x WHERE x.cache = $1 AND x.key = k.key OFFSET 0",
+            $lock,
+            ") e"
+        )
+    };
+}
+
 /// Whether `key` is stored hashed on PostgreSQL (see [`PG_INLINE_KEY_MAX`]).
 fn is_long_key(key: &[u8]) -> bool {
     key.len() > PG_INLINE_KEY_MAX || key.starts_with(LONG_KEY_TAG)
@@ -734,10 +759,12 @@ impl Backend {
         for chunk in keys.chunks(PG_CHUNK) {
             let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
             let rows = sqlx::query(concat!(
-                "SELECT ",
-                pg_key_col!(),
-                ", value, version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)"
+                "SELECT e.* ",
+                entries_by_key!(
+                    "$2",
+                    "COALESCE(x.long_key, x.key), x.value, x.version, x.created_ms, \
+                     x.lifespan_ms, x.last_used_ms, x.max_idle_ms"
+                )
             ))
             .bind(cache)
             .bind(as_slices(&stored))
@@ -761,10 +788,11 @@ impl Backend {
         for chunk in keys.chunks(PG_CHUNK) {
             let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
             let rows = sqlx::query(concat!(
-                "SELECT ",
-                pg_key_col!(),
-                ", version, last_used_ms FROM ferrod_entries \
-                 WHERE cache = $1 AND key = ANY($2)"
+                "SELECT e.* ",
+                entries_by_key!(
+                    "$2",
+                    "COALESCE(x.long_key, x.key), x.version, x.last_used_ms"
+                )
             ))
             .bind(cache)
             .bind(as_slices(&stored))
@@ -1006,12 +1034,15 @@ impl Tx {
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
                     let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    // In the order of `keys` (sorted), locked as found.
                     let rows = sqlx::query(concat!(
-                        "SELECT ",
-                        pg_key_col!(),
-                        ", version, created_ms, lifespan_ms, last_used_ms, max_idle_ms \
-                         FROM ferrod_entries WHERE cache = $1 AND key = ANY($2) \
-                         ORDER BY key FOR UPDATE"
+                        "SELECT e.* ",
+                        entries_by_key!(
+                            "$2",
+                            "COALESCE(x.long_key, x.key), x.version, x.created_ms, \
+                             x.lifespan_ms, x.last_used_ms, x.max_idle_ms",
+                            " FOR UPDATE"
+                        )
                     ))
                     .bind(cache)
                     .bind(as_slices(&stored))
@@ -1053,9 +1084,8 @@ impl Tx {
                 for chunk in keys.chunks(PG_CHUNK) {
                     let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
                     let rows = sqlx::query(concat!(
-                        "SELECT ",
-                        pg_key_col!(),
-                        ", value FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)"
+                        "SELECT e.* ",
+                        entries_by_key!("$2", "COALESCE(x.long_key, x.key), x.value")
                     ))
                     .bind(cache)
                     .bind(as_slices(&stored))
@@ -1231,11 +1261,15 @@ impl Tx {
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
                     let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
-                    sqlx::query("DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)")
-                        .bind(cache)
-                        .bind(as_slices(&stored))
-                        .execute(&mut **t)
-                        .await?;
+                    sqlx::query(concat!(
+                        "DELETE FROM ferrod_entries WHERE ctid = ANY(ARRAY(SELECT e.ctid ",
+                        entries_by_key!("$2", "x.ctid"),
+                        "))"
+                    ))
+                    .bind(cache)
+                    .bind(as_slices(&stored))
+                    .execute(&mut **t)
+                    .await?;
                 }
             }
         }
@@ -1382,8 +1416,9 @@ impl Tx {
         // entry statements touch disjoint keys. Updates are written as upserts of rows this
         // transaction holds locked (see `update_rows` for why).
         let got: Vec<(i64, i64, i64)> = sqlx::query_as(concat!(
-            "WITH del AS (DELETE FROM ferrod_entries WHERE cache = $1 AND key = ANY($2::bytea[]) \
-             RETURNING 1), \
+            "WITH del AS (DELETE FROM ferrod_entries WHERE ctid = ANY(ARRAY(SELECT e.ctid ",
+            entries_by_key!("$2", "x.ctid"),
+            ")) RETURNING 1), \
              upd AS (INSERT INTO ferrod_entries (cache, key, long_key, value, version, \
              created_ms, lifespan_ms, last_used_ms, max_idle_ms, expires_ms) \
              SELECT $1, * FROM UNNEST($3::bytea[], $29::bytea[], $4::bytea[], $5::int8[], \
@@ -1403,8 +1438,9 @@ impl Tx {
              $24::bytea[], $25::bool[]) \
              WITH ORDINALITY AS x(cache, key, kind, version, prev, value, notify, ord) \
              ORDER BY x.ord RETURNING seq), \
-             chk AS (SELECT COUNT(*) AS n FROM ferrod_entries \
-             WHERE cache = $1 AND key = ANY($28::bytea[])) \
+             chk AS (SELECT COUNT(*) AS n ",
+            entries_by_key!("$28", "1"),
+            ") \
              SELECT (SELECT COUNT(*) FROM ins)::int8, (SELECT n FROM chk)::int8, seq FROM chg"
         ))
         .bind(cache)
@@ -1459,9 +1495,10 @@ impl Tx {
         let mut n = 0u64;
         for chunk in keys.chunks(PG_CHUNK) {
             let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
-            let c: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*)::int8 FROM ferrod_entries WHERE cache = $1 AND key = ANY($2)",
-            )
+            let c: i64 = sqlx::query_scalar(concat!(
+                "SELECT COUNT(*)::int8 ",
+                entries_by_key!("$2", "1")
+            ))
             .bind(cache)
             .bind(as_slices(&stored))
             .fetch_one(&mut **t)
@@ -1509,9 +1546,28 @@ impl Tx {
         // Each CTE is MATERIALIZED and the next one refers to it through an uncommitted
         // sub-select (an InitPlan, evaluated before the referring scan starts), which is what
         // orders the steps. The first column tells the three kinds of result rows apart.
-        let rows = sqlx::query(
-            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE),              a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM              (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo)              WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s),              r AS MATERIALIZED (SELECT COALESCE(e.long_key, e.key) AS key, e.version, e.created_ms, e.lifespan_ms,              e.last_used_ms, e.max_idle_ms FROM ferrod_entries e              WHERE e.cache = $1 AND e.key = ANY($2::bytea[]) AND (SELECT n FROM a) >= 0              ORDER BY e.key FOR UPDATE),              v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version              FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0              AND EXISTS (SELECT 1 FROM c))              SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8,              0::int8, 0::int8 FROM c              UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms,              max_idle_ms FROM r              UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v",
-        )
+        let rows = sqlx::query(concat!(
+            "WITH c AS MATERIALIZED (SELECT name FROM ferrod_caches WHERE name = $1 FOR SHARE), \
+             a AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(s.hi, s.lo)) AS n FROM \
+             (SELECT u.hi, u.lo FROM UNNEST($3::int4[], $4::int4[]) AS u(hi, lo) \
+             WHERE EXISTS (SELECT 1 FROM c) ORDER BY u.hi, u.lo) s), \
+             r AS MATERIALIZED (SELECT e.* ",
+            entries_by_key!(
+                "$2",
+                "COALESCE(x.long_key, x.key) AS key, x.version, x.created_ms, x.lifespan_ms, \
+                 x.last_used_ms, x.max_idle_ms",
+                " FOR UPDATE"
+            ),
+            " WHERE (SELECT n FROM a) >= 0), \
+             v AS MATERIALIZED (SELECT nextval('ferrod_version_seq') AS version \
+             FROM generate_series(1, $5::int8) WHERE (SELECT count(*) FROM r) >= 0 \
+             AND EXISTS (SELECT 1 FROM c)) \
+             SELECT 0::int2 AS part, NULL::bytea AS key, 0::int8 AS version, 0::int8, 0::int8, \
+             0::int8, 0::int8 FROM c \
+             UNION ALL SELECT 1::int2, key, version, created_ms, lifespan_ms, last_used_ms, \
+             max_idle_ms FROM r \
+             UNION ALL SELECT 2::int2, NULL, version, 0, 0, 0, 0 FROM v"
+        ))
         .bind(cache)
         .bind(as_slices(&stored))
         .bind(hi)
