@@ -86,6 +86,16 @@ wait_port() { # port pid seconds
   return 1
 }
 
+# Registers a server just started in the background and waits until its port accepts; if it
+# never does, says so and stops it.
+await_server() { # pid port seconds label log-file
+  PIDS+=("$1")
+  wait_port "$2" "$1" "$3" && return 0
+  log "$4 did not start (see $5)"
+  stop_pid "$1"
+  return 1
+}
+
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo null; }
 
 record() { # name system op json-object
@@ -194,12 +204,7 @@ ferrod_runs() { # label database-url [db-pid]
   FERROD_LOG=${FERROD_LOG:-warn} "$FERROD" --listen "127.0.0.1:$port" --database-url "$url" \
     >"$OUT/ferrod-$label.log" 2>&1 &
   pid=$!
-  PIDS+=("$pid")
-  if ! wait_port "$port" "$pid" 120; then
-    log "ferrod ($label) did not start (see $OUT/ferrod-$label.log)"
-    stop_pid "$pid"
-    return 0
-  fi
+  await_server "$pid" "$port" 120 "ferrod ($label)" "$OUT/ferrod-$label.log" || return 0
   hotrod_runs "ferrod-$label" "ferrod ($label)" "$port" "$pid" "$WARMUP" "" "$db_pid"
   stop_pid "$pid"
 }
@@ -230,13 +235,8 @@ infinispan_runs() { # name store(none|file) label
     "$root/proto-tests/java/reference-server.sh" "$ISPN_LINE" "$port" "$WORK/$name" \
     >"$OUT/$name.log" 2>&1 &
   pid=$!
-  PIDS+=("$pid")
   # The first start builds the launcher with Maven.
-  if ! wait_port "$port" "$pid" 900; then
-    log "Infinispan ($label) did not start (see $OUT/$name.log)"
-    stop_pid "$pid"
-    return 0
-  fi
+  await_server "$pid" "$port" 900 "Infinispan ($label)" "$OUT/$name.log" || return 0
   # Cache "raw" (application/octet-stream): the bytes ferrod-load sends are stored as they are,
   # like ferrod's default cache (Infinispan 16's unencoded default cache parses keys as
   # protostream).
@@ -290,11 +290,7 @@ redis_runs() { # label system extra-args...
   redis-server --bind 127.0.0.1 --port "$port" --dir "$WORK/$label" --save '' "$@" \
     >"$OUT/$label.log" 2>&1 &
   pid=$!
-  PIDS+=("$pid")
-  if ! wait_port "$port" "$pid" 30; then
-    log "$label did not start"
-    return 0
-  fi
+  await_server "$pid" "$port" 30 "$label" "$OUT/$label.log" || return 0
   log "  $label SET"
   redis_bench "$label" "$system" "$port" "$pid" set
   log "  $label GET"
