@@ -1775,12 +1775,17 @@ impl Tx {
                     let versions: Vec<i64> = chunk.iter().map(|x| x.version).collect();
                     let used: Vec<i64> = chunk.iter().map(|x| x.last_used_ms).collect();
                     let expires: Vec<Option<i64>> = chunk.iter().map(|x| x.expires_ms).collect();
+                    // Rows found by primary-key probes and updated by TID (see
+                    // `entries_by_key!` for why not a join: the planner may hash the cache).
                     sqlx::query(
-                        "UPDATE ferrod_entries AS e SET last_used_ms = u.used, expires_ms = u.exp \
+                        "UPDATE ferrod_entries AS t SET last_used_ms = u.used, expires_ms = u.exp \
+                         FROM (SELECT e.tid, v.used, v.exp \
                          FROM UNNEST($2::bytea[], $3::int8[], $4::int8[], $5::int8[]) \
-                         AS u(key, version, used, exp) \
-                         WHERE e.cache = $1 AND e.key = u.key AND e.version = u.version \
-                         AND e.last_used_ms < u.used",
+                         AS v(key, version, used, exp) CROSS JOIN LATERAL \
+                         (SELECT x.ctid AS tid FROM ferrod_entries x WHERE x.cache = $1 \
+                         AND x.key = v.key AND x.version = v.version AND x.last_used_ms < v.used \
+                         OFFSET 0) e) u \
+                         WHERE t.ctid = u.tid",
                     )
                     .bind(cache)
                     .bind(as_slices(&stored))
