@@ -107,8 +107,9 @@ pub(crate) struct Feed {
     /// Test hook: the follower skips polls while set.
     pub paused: AtomicBool,
     /// Events of this process's own writes, registered by the writer before COMMIT under the
-    /// seq of their change row, taken by the follower when it reaches that row.
-    pub pending: Mutex<HashMap<i64, Arc<ChangeEvent>>>,
+    /// seq of their change row (with whether that COMMIT has succeeded yet), taken by the
+    /// follower when it reaches that row.
+    pub pending: Mutex<HashMap<i64, (Arc<ChangeEvent>, bool)>>,
 }
 
 impl Feed {
@@ -204,7 +205,20 @@ impl Feed {
 
     pub fn register_pending(&self, items: impl IntoIterator<Item = (i64, Arc<ChangeEvent>)>) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.extend(items);
+        p.extend(items.into_iter().map(|(seq, ev)| (seq, (ev, false))));
+    }
+
+    /// The writer's COMMIT of these registered seqs succeeded.
+    pub fn mark_committed(&self, seqs: &[i64]) {
+        if !self.follows || seqs.is_empty() {
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for seq in seqs {
+            if let Some((_, committed)) = p.get_mut(seq) {
+                *committed = true;
+            }
+        }
     }
 
     pub fn take_pending(&self, seq: i64) -> Option<Arc<ChangeEvent>> {
@@ -212,6 +226,21 @@ impl Feed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&seq)
+            .map(|(ev, _)| ev)
+    }
+
+    /// If every seq in `from..=to` is a registered change of this process whose COMMIT
+    /// succeeded, takes their events (in seq order); otherwise takes nothing.
+    fn take_committed_run(&self, from: i64, to: i64) -> Option<Vec<Arc<ChangeEvent>>> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if to < from || !(from..=to).all(|seq| p.get(&seq).is_some_and(|(_, c)| *c)) {
+            return None;
+        }
+        Some(
+            (from..=to)
+                .filter_map(|seq| p.remove(&seq).map(|(ev, _)| ev))
+                .collect(),
+        )
     }
 
     /// Drops registrations of changes that will never be seen (their transaction did not
@@ -385,11 +414,33 @@ fn parse(row: &ChangeRow) -> Result<(String, Parsed), String> {
 
 /// Reads what became visible since the last poll (and any gap that filled), applies it to
 /// memory and publishes it. Returns whether a full page was read (more may be waiting).
+/// `announced`: the highest seq named by the notifications that woke the follower, if any.
 pub(crate) async fn poll(
     core: &Core,
     cur: &mut Cursor,
     check_pruned: bool,
+    announced: Option<i64>,
 ) -> Result<bool, PollError> {
+    // Every change announced up to `announced` is this process's own and committed, so memory
+    // has it already: only its events are due, and reading the rows back would cost a query
+    // per write batch (the common case of a replica that is the only writer). Any other
+    // replica's seq in the range, a gap, or a timer poll reads SQL as usual.
+    if let Some(top) = announced.filter(|top| *top > cur.max_seen) {
+        if !check_pruned && cur.missing.is_empty() {
+            if let Some(events) = core.feed.take_committed_run(cur.max_seen + 1, top) {
+                apply_own(core, events);
+                cur.max_seen = top;
+                let pos = cur.position();
+                core.feed.set_position(pos);
+                core.feed.prune_pending(pos);
+                core.feed.mark_ok();
+                core.metrics
+                    .feed_reads_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+        }
+    }
     let backend = &core.backend;
     if check_pruned {
         // Rows above what we have seen were pruned, or a seq we are still waiting for may have
@@ -455,6 +506,21 @@ pub(crate) async fn poll(
     core.feed.prune_pending(pos);
     core.feed.mark_ok();
     Ok(full)
+}
+
+/// This process's own committed changes, in seq order, as [`apply`] treats them when it reads
+/// their rows: memory has the writes; a removal also drops what it removed for good.
+fn apply_own(core: &Core, events: Vec<Arc<ChangeEvent>>) {
+    for ev in events {
+        // A cache removed since: its consumers find it gone (as in `apply`).
+        let Some(cache) = core.cache(&ev.cache) else {
+            continue;
+        };
+        if matches!(ev.kind, ChangeKind::Removed | ChangeKind::Expired) {
+            cache.inner.remove_upto(&ev.key, ev.version, true);
+        }
+        core.feed.publish(ev);
+    }
 }
 
 /// Applies change rows (sorted by seq) to memory and publishes their events.
@@ -802,7 +868,7 @@ pub(crate) async fn reload(core: &Core, gap_bound: Duration) -> Result<Cursor, s
 
 /// Catches up until a poll returns less than a page (used at startup and after a reload).
 pub(crate) async fn catch_up(core: &Core, cur: &mut Cursor) -> Result<(), PollError> {
-    while poll(core, cur, true).await? {}
+    while poll(core, cur, true, None).await? {}
     Ok(())
 }
 
@@ -838,6 +904,8 @@ pub(crate) async fn follow(
             }
         }
         let mut timer = false;
+        // The highest seq the notifications of this wake-up named (their payload).
+        let mut announced: Option<i64> = None;
         if !more {
             let notified = async {
                 match listener.as_mut() {
@@ -849,11 +917,16 @@ pub(crate) async fn follow(
                 _ = stop.changed() => return,
                 _ = tick.tick() => timer = true,
                 n = notified => match n {
-                    Some(Ok(Some(_))) => {
-                        // Coalesce a burst into one poll.
+                    Some(Ok(Some(first))) => {
+                        // Coalesce a burst into one poll. A payload that is not a seq (none
+                        // expected) makes this an ordinary poll.
+                        let mut top = first.payload().parse::<i64>().ok();
                         if let Some(l) = listener.as_mut() {
-                            while l.next_buffered().is_some() {}
+                            while let Some(n) = l.next_buffered() {
+                                top = top.zip(n.payload().parse::<i64>().ok()).map(|(a, b)| a.max(b));
+                            }
                         }
+                        announced = top;
                     }
                     Some(Ok(None)) => {
                         tracing::info!("change feed: listener reconnected");
@@ -870,7 +943,7 @@ pub(crate) async fn follow(
             more = false;
             continue;
         }
-        match poll(&core, &mut cur, timer).await {
+        match poll(&core, &mut cur, timer, announced).await {
             Ok(full) => more = full,
             Err(PollError::FellBehind) => {
                 more = false;

@@ -33,6 +33,9 @@ pub struct StoreMetrics {
     pub entries_expired: u64,
     /// Max-idle touches written to SQL.
     pub touches_flushed: u64,
+    /// Change-feed wake-ups that read nothing from SQL: every change announced was this
+    /// process's own and already committed (PostgreSQL).
+    pub feed_reads_skipped: u64,
 }
 
 #[derive(Default)]
@@ -43,6 +46,7 @@ pub(crate) struct Metrics {
     pub ops_committed: AtomicU64,
     pub entries_expired: AtomicU64,
     pub touches_flushed: AtomicU64,
+    pub feed_reads_skipped: AtomicU64,
 }
 
 /// State shared by the store handle, the writer and the reaper.
@@ -414,6 +418,7 @@ impl Store {
             ops_committed: m.ops_committed.load(Ordering::Relaxed),
             entries_expired: m.entries_expired.load(Ordering::Relaxed),
             touches_flushed: m.touches_flushed.load(Ordering::Relaxed),
+            feed_reads_skipped: m.feed_reads_skipped.load(Ordering::Relaxed),
         }
     }
 

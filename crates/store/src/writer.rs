@@ -517,7 +517,8 @@ struct Done {
     replies: Vec<Result<Reply, StoreError>>,
     /// Events to publish after memory is updated (SQLite; on PostgreSQL the follower does).
     events: Vec<Arc<ChangeEvent>>,
-    last_seq: Option<i64>,
+    /// The batch's change seqs, ascending.
+    seqs: Vec<i64>,
 }
 
 /// Runs one attempt of a batch in one transaction. Memory is not touched here: if anything
@@ -803,7 +804,7 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         slots: ev.slots,
         replies,
         events,
-        last_seq: seqs.last().copied(),
+        seqs,
     })
 }
 
@@ -1041,8 +1042,9 @@ fn apply(core: &Core, batch: Vec<Request>, done: Done) {
             }
         }
     }
-    if let Some(seq) = done.last_seq {
-        core.feed.local_committed(seq);
+    core.feed.mark_committed(&done.seqs);
+    if let Some(seq) = done.seqs.last() {
+        core.feed.local_committed(*seq);
     }
     for ev in done.events {
         core.feed.publish(ev);
@@ -1349,7 +1351,7 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
         let now = now_ms();
         if !sweeper {
             tx.commit().await?;
-            return Ok((Vec::new(), Vec::new(), None));
+            return Ok((Vec::new(), Vec::new(), Vec::new()));
         }
         let swept = tx.sweep(now, SWEEP_LIMIT as i64).await?;
         let changes: Vec<Change> = swept
@@ -1383,12 +1385,12 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
         let retention = i64::try_from(core.changelog_retention.as_millis()).unwrap_or(i64::MAX);
         tx.prune_changes(now.saturating_sub(retention)).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>((swept, events, seqs.last().copied()))
+        Ok::<_, sqlx::Error>((swept, events, seqs))
     }
     .await;
 
     match result {
-        Ok((swept, events, last_seq)) => {
+        Ok((swept, events, seqs)) => {
             let flushed: usize = touches.iter().map(|(_, l)| l.len()).sum();
             core.metrics
                 .touches_flushed
@@ -1402,8 +1404,9 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
                     c.inner.remove_upto(&s.key, s.version, true);
                 }
             }
-            if let Some(seq) = last_seq {
-                core.feed.local_committed(seq);
+            core.feed.mark_committed(&seqs);
+            if let Some(seq) = seqs.last() {
+                core.feed.local_committed(*seq);
             }
             for ev in events {
                 core.feed.publish(ev);
