@@ -115,6 +115,7 @@ pub async fn serve_one(ctx: Arc<ServerContext>, data: &[u8]) -> Vec<u8> {
         server_side,
         "fuzz".into(),
         None,
+        None,
         shutdown_rx,
     ));
     // The first byte picks the chunk size, so frames also arrive split at arbitrary points.

@@ -6,7 +6,7 @@
 //! writes that arrived before it on the same connection, so a client always reads its own writes.
 //! Listener events share the socket through their own bounded queue (reference §10.3).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -30,10 +30,26 @@ use crate::listeners::EventSink;
 /// Responses waiting for the socket; beyond this the connection stops reading requests.
 const OUTBOUND_QUEUE: usize = 1024;
 
-/// On shutdown a connection keeps serving what its client already sent: it closes once it has
-/// been quiet this long with nothing in flight, or when the grace period ends.
-const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// Bounds a connection's shutdown: its started writes commit and are answered, and it waits for
+/// the client to acknowledge its last answers, at most this long after the signal.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How a connection closes at shutdown depends on whether its client pipelines, because clients
+/// recover from a close differently when they have a request outstanding on the connection: the
+/// Java 15.0 client retries on an orderly close (FIN) but waits out its socket timeout on a reset
+/// (its HeaderDecoder hands the error to the last answered operation, which removes the decoder, so
+/// the pending one is never told); the npm client retries on a reset but not on an orderly close.
+/// So no connection is closed while its client waits for an answer if that can be avoided:
+///
+/// - A client that waits for each answer before it sends its next request (the Java clients'
+///   synchronous calls) is served on after the signal, and the connection closes in order at the
+///   first moment nothing it sent is unanswered: then it has nothing outstanding, whatever it sends
+///   next fails on the closed connection and is retried. It is served at most this long.
+/// - A client that pipelines (sent a request before it had the previous answer) can always have a
+///   request on its way: reading stops at the signal (or when it first pipelines after it), the
+///   started requests are answered, and once its TCP acknowledged them the connection is reset if
+///   the client sent more, closed in order otherwise (see [`CloseSocket`]).
+const DRAIN_SERVE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What the connection reads: a request, or a run of bytes that cannot start one.
 enum Inbound {
@@ -86,6 +102,7 @@ pub async fn serve<S>(
     stream: S,
     peer: String,
     peer_identity: Option<crate::tls::PeerIdentity>,
+    socket: Option<SocketFd>,
     mut shutdown: broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -99,7 +116,18 @@ pub async fn serve<S>(
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel::<CacheEvent>(ctx.config.max_listener_queue);
     let overflow = Arc::new(Notify::new());
-    let writer = tokio::spawn(write_loop(ctx.clone(), write_half, out_rx, event_rx));
+    // Frames handed to the response queue, and those of them the write loop handed to the socket:
+    // a request decoded while the two differ (or while writes are in flight) was sent before its
+    // client had every earlier answer, i.e. the client pipelines.
+    let mut answers_queued: u64 = 0;
+    let answers_written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_loop(
+        ctx.clone(),
+        write_half,
+        out_rx,
+        event_rx,
+        answers_written.clone(),
+    ));
 
     let mut state = ConnectionState {
         connection_id: ctx.next_connection_id(),
@@ -119,13 +147,35 @@ pub async fn serve<S>(
     let mut fatal: Option<FrameError> = None;
     // Set once the server shuts down: the hard end of this connection's grace period.
     let mut draining: Option<tokio::time::Instant> = None;
+    // A request read but not started because the server is shutting down.
+    let mut dropped_request = false;
+    // See DRAIN_SERVE.
+    let mut pipelines = false;
+    // Requests are read until shutdown (pipelining clients) or until this instant after it.
+    let mut reading = true;
+    let mut serve_until: Option<tokio::time::Instant> = None;
+    // Closing at shutdown with nothing unanswered, the client waiting for nothing.
+    let mut quiet_close = false;
     // Idle: no complete request and no answer for `idle_timeout`. Half a frame is not activity,
     // so a client that trickles bytes without ever finishing a request is closed too.
     let idle_timeout = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
 
     loop {
-        let quiet = tokio::time::sleep(DRAIN_IDLE);
+        if draining.is_some() && writes.is_empty() {
+            if !reading {
+                break;
+            }
+            if !pipelines
+                && frames.read_buffer().is_empty()
+                && socket.is_some_and(|s| s.unread_bytes() == Some(0))
+            {
+                quiet_close = true;
+                break;
+            }
+        }
+        let serve_end =
+            tokio::time::sleep_until(serve_until.unwrap_or_else(tokio::time::Instant::now));
         let grace_end =
             tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now));
         let idle_end = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
@@ -138,23 +188,36 @@ pub async fn serve<S>(
         tokio::select! {
             biased;
             _ = shutdown.recv(), if draining.is_none() => {
-                // Requests already sent (in the socket or our buffer) are still answered; closing
-                // at once would leave clients waiting for answers that never come.
-                draining = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                let now = tokio::time::Instant::now();
+                draining = Some(now + DRAIN_GRACE);
+                if pipelines {
+                    reading = false;
+                } else {
+                    serve_until = Some(now + DRAIN_SERVE);
+                }
                 continue;
             }
-            _ = grace_end, if draining.is_some() => break,
+            _ = serve_end, if serve_until.is_some() && reading => {
+                debug!(%peer, "shutdown: no moment without a request in flight; no longer reading requests");
+                reading = false;
+                continue;
+            }
+            _ = grace_end, if draining.is_some() => {
+                warn!(%peer, "shutdown grace period over with {} writes in flight; closing once they commit", writes.len());
+                break;
+            }
             _ = overflow.notified() => {
                 warn!(%peer, "closing connection: its listener event queue overflowed");
                 break;
             }
             Some((resp, version)) = writes.next(), if !writes.is_empty() => {
                 last_activity = tokio::time::Instant::now();
+                answers_queued += 1;
                 if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
                     break;
                 }
             }
-            frame = frames.next(), if writes.len() < max_inflight => match frame {
+            frame = frames.next(), if writes.len() < max_inflight && reading => match frame {
                 None => break,
                 Some(Err(CodecError::Io(e))) => {
                     debug!(%peer, "connection read ended: {e}");
@@ -169,25 +232,48 @@ pub async fn serve<S>(
                     debug!(%peer, "skipping bytes that cannot start a request: {e}");
                     let resp = Response::error(0, e.error.status(), e.to_string());
                     let version = ferrod_codec::version::V20;
+                    answers_queued += 1;
                     if out_tx.send(Outbound::Response { response: resp, version }).await.is_err() {
                         break;
                     }
                 }
                 Some(Ok(Inbound::Frame(frame))) => {
+                    pipelines |= !writes.is_empty()
+                        || answers_queued > answers_written.load(Ordering::Acquire);
+                    // Decoded in the same wake-up as the shutdown signal: handled as if it came
+                    // after it, so no request of a pipelining client that reaches us after the
+                    // signal is started.
+                    if draining.is_none()
+                        && matches!(shutdown.try_recv(), Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)))
+                    {
+                        let now = tokio::time::Instant::now();
+                        draining = Some(now + DRAIN_GRACE);
+                        serve_until = Some(now + DRAIN_SERVE);
+                    }
+                    if draining.is_some() && pipelines {
+                        reading = false;
+                        dropped_request = true;
+                        continue;
+                    }
                     last_activity = tokio::time::Instant::now();
                     let version = frame.header.version;
                     if cmd::waits_for_earlier_writes(&frame.request) {
                         while let Some((resp, v)) = writes.next().await {
+                            answers_queued += 1;
                             if out_tx.send(Outbound::Response { response: resp, version: v }).await.is_err() {
                                 break;
                             }
                         }
                     }
                     let sent = match cmd::dispatch(&ctx, &mut state, *frame) {
-                        Action::Respond(resp) => out_tx.send(Outbound::Response { response: resp, version }).await.is_ok(),
+                        Action::Respond(resp) => {
+                            answers_queued += 1;
+                            out_tx.send(Outbound::Response { response: resp, version }).await.is_ok()
+                        }
                         Action::Frames(frames, release) => {
                             let mut ok = true;
                             for f in frames {
+                                answers_queued += 1;
                                 ok = ok && out_tx.send(f).await.is_ok();
                             }
                             // The write loop drains queued responses before events, so events
@@ -207,7 +293,6 @@ pub async fn serve<S>(
                     }
                 }
             },
-            _ = quiet, if draining.is_some() && writes.is_empty() => break,
             // Last: a request that arrived just in time is served, not dropped.
             _ = idle_end, if may_idle_close => {
                 debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
@@ -246,25 +331,145 @@ pub async fn serve<S>(
     }
     drop(out_tx);
     drop(state);
-    let _ = writer.await;
+    let Ok(mut write_half) = writer.await else {
+        return;
+    };
+    // SAFETY: `frames` and `write_half`, the two halves of the stream `socket` was taken from,
+    // are still open here, so its descriptor number names this connection's socket.
+    let socket = socket.and_then(|fd| unsafe { fd.dup() });
+    match (draining, socket) {
+        // Shutdown, nothing unanswered (see DRAIN_SERVE): the orderly close follows the last
+        // answer at once. Waiting for the client to acknowledge it would give a client that
+        // waits for each answer the time to send its next request, which would then go unanswered.
+        (Some(_), Some(_)) if quiet_close => {
+            let _ = write_half.shutdown().await;
+        }
+        // Shutdown: see `CloseSocket`.
+        (Some(grace_end), Some(socket)) => {
+            socket.wait_sent(grace_end).await;
+            if dropped_request || !frames.read_buffer().is_empty() || socket.has_unread_input() {
+                debug!(%peer, "shutdown: resetting the connection, the client sent requests that will not be answered");
+                socket.reset_on_close();
+            } else {
+                let _ = write_half.shutdown().await;
+            }
+        }
+        _ => {
+            let _ = write_half.shutdown().await;
+        }
+    }
+}
+
+/// The connection's socket (a duplicate of its descriptor, see [`SocketFd`]), for the last step of
+/// a graceful shutdown of a pipelining client's connection (see [`DRAIN_SERVE`]). The requests it
+/// did not start must fail on the client at once, so that it retries them on another replica: the
+/// npm client does so only on a connection error, not on an orderly end (its pending requests
+/// would wait for their timeout). So a connection whose client sent requests it will not answer is
+/// reset (RST), and one without is closed as usual (FIN), only after the client's TCP acknowledged
+/// every answer: a reset discards whatever is still queued, and requests sent meanwhile are seen.
+/// (The Java 15.0 client does not retry on a reset, see [`DRAIN_SERVE`]: a client that waits for
+/// each answer is never reset with a request pending, it is closed in order.)
+pub struct CloseSocket(std::os::fd::OwnedFd);
+
+/// The descriptor number of a connection's socket, taken before the stream is wrapped (TLS) and
+/// split, and duplicated into a [`CloseSocket`] only when the connection closes at shutdown: a
+/// duplicate held for the connection's whole life would double the descriptors every connection
+/// costs (10,000 idle connections need 10,000 more than the limit they were sized for).
+#[derive(Clone, Copy)]
+pub struct SocketFd(std::os::fd::RawFd);
+
+impl SocketFd {
+    pub fn of(stream: &impl std::os::fd::AsRawFd) -> SocketFd {
+        SocketFd(stream.as_raw_fd())
+    }
+
+    /// Bytes from the client waiting in the kernel; `None` if the kernel does not say. Only called
+    /// while the connection's stream is open (the descriptor number names its socket).
+    fn unread_bytes(self) -> Option<usize> {
+        ioctl_bytes(self.0, libc::FIONREAD as libc::c_ulong)
+    }
+
+    /// `None` when the descriptor cannot be duplicated (out of descriptors): the connection then
+    /// closes as usual.
+    ///
+    /// # Safety
+    /// The stream this was taken from must still be open (else the number may name another
+    /// file by now).
+    unsafe fn dup(self) -> Option<CloseSocket> {
+        // SAFETY: guaranteed by the caller (see above).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) };
+        fd.try_clone_to_owned().ok().map(CloseSocket)
+    }
+}
+
+/// An ioctl that reports a byte count of a socket (FIONREAD, TIOCOUTQ).
+fn ioctl_bytes(fd: std::os::fd::RawFd, request: libc::c_ulong) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD and TIOCOUTQ write one int through the pointer, which points to a live
+    // local; on a descriptor that is not (or no longer) a socket the call fails with EBADF or
+    // ENOTTY and writes nothing.
+    let r = unsafe { libc::ioctl(fd, request as _, &mut n) };
+    (r == 0).then_some(n.max(0) as usize)
+}
+
+impl CloseSocket {
+    fn ioctl_bytes(&self, request: libc::c_ulong) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        ioctl_bytes(self.0.as_raw_fd(), request)
+    }
+
+    /// Waits until the kernel has no unacknowledged bytes of ours left for this socket, at most
+    /// until `until`.
+    async fn wait_sent(&self, until: tokio::time::Instant) {
+        #[cfg(target_os = "linux")]
+        while self
+            .ioctl_bytes(libc::TIOCOUTQ as libc::c_ulong)
+            .unwrap_or(0)
+            > 0
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = until;
+    }
+
+    /// Bytes from the client that are waiting in the kernel.
+    fn has_unread_input(&self) -> bool {
+        self.ioctl_bytes(libc::FIONREAD as libc::c_ulong)
+            .is_some_and(|n| n > 0)
+    }
+
+    /// SO_LINGER with a zero timeout: the last close of the socket sends RST.
+    fn reset_on_close(&self) {
+        let _ = socket2::SockRef::from(&self.0).set_linger(Some(std::time::Duration::ZERO));
+    }
 }
 
 /// Encodes outbound frames (responses and listener events) and writes them in as few syscalls
-/// as the queues allow. Ends when the response queue closes; queued events are then dropped.
-async fn write_loop<W: AsyncWrite + Send>(
+/// as the queues allow. Ends when the response queue closes (queued events are then dropped),
+/// having flushed, and gives the writer back: how it closes is the connection's choice.
+/// `answers_written` counts the frames of the response queue handed to the socket, before the
+/// write: a client cannot send a request in reply to an answer before it is counted.
+async fn write_loop<W: AsyncWrite + Send + Unpin>(
     ctx: Arc<ServerContext>,
     writer: W,
     mut responses: mpsc::Receiver<Outbound>,
     mut events: mpsc::Receiver<CacheEvent>,
-) {
-    tokio::pin!(writer);
+    answers_written: Arc<AtomicU64>,
+) -> W {
+    let mut writer = writer;
     let mut codec = ServerCodec::default();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
+        let mut answers = 0;
         let first = tokio::select! {
             biased;
             r = responses.recv() => match r {
-                Some(r) => r,
+                Some(r) => {
+                    answers += 1;
+                    r
+                }
                 None => break,
             },
             Some(e) = events.recv() => Outbound::Event(e),
@@ -273,6 +478,7 @@ async fn write_loop<W: AsyncWrite + Send>(
         while buf.len() < 256 * 1024 {
             match responses.try_recv() {
                 Ok(next) => {
+                    answers += 1;
                     let _ = codec.encode(next, &mut buf);
                     continue;
                 }
@@ -288,11 +494,12 @@ async fn write_loop<W: AsyncWrite + Send>(
         }
         ctx.bytes_written
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        answers_written.fetch_add(answers, Ordering::Release);
         if writer.write_all(&buf).await.is_err() {
-            return;
+            return writer;
         }
         buf.clear();
     }
     let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+    writer
 }

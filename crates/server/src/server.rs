@@ -10,8 +10,8 @@ use tracing::{error, info, warn};
 use crate::context::ServerContext;
 use crate::transport::{self, Transport};
 
-/// Serves until `shutdown` resolves, then stops accepting, tells every connection to finish
-/// its in-flight writes, and waits for them.
+/// Serves until `shutdown` resolves, then stops accepting, tells every connection to close once its
+/// client waits for no answer (see `connection::DRAIN_SERVE`), and waits for them.
 pub async fn run(
     ctx: Arc<ServerContext>,
     transport: Arc<Transport>,
@@ -55,10 +55,12 @@ pub async fn run(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+    let _ = notify.send(());
+    // Logged once every connection has been told: from now on a pipelining client's requests are
+    // not started.
     info!(
-        "shutting down: finishing in-flight requests of {} connections",
+        "shutting down: answering the requests in flight on {} connections, then closing them",
         tasks.len()
     );
-    let _ = notify.send(());
     while tasks.join_next().await.is_some() {}
 }

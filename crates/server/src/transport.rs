@@ -107,7 +107,10 @@ pub async fn serve(
             warn!(%peer, "closing plain connection: TLS is required on this port (tls_mode = required)");
         }
         (Protocol::Http, _) => rest::serve(ctx, stream, peer, shutdown).await,
-        (Protocol::HotRod, _) => connection::serve(ctx, stream, peer, None, shutdown).await,
+        (Protocol::HotRod, _) => {
+            let socket = Some(connection::SocketFd::of(&stream));
+            connection::serve(ctx, stream, peer, None, socket, shutdown).await
+        }
     }
 }
 
@@ -119,6 +122,7 @@ async fn serve_tls(
     peer: String,
     mut shutdown: broadcast::Receiver<()>,
 ) {
+    let socket = Some(connection::SocketFd::of(&stream));
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
     let mut stream = tokio::select! {
         r = handshake => match r {
@@ -167,7 +171,7 @@ async fn serve_tls(
     };
     match classify(prefix_first(&stream), transport.rest) {
         Protocol::Http => rest::serve(ctx, stream, peer, shutdown).await,
-        _ => connection::serve(ctx, stream, peer, identity, shutdown).await,
+        _ => connection::serve(ctx, stream, peer, identity, socket, shutdown).await,
     }
 }
 

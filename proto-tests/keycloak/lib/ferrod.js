@@ -41,7 +41,7 @@ class Replica {
     throw new Error(`ferrod ${this.name} not listening on ${this.port} after ${START_TIMEOUT_MS} ms; log: ${this.logFile}`);
   }
 
-  /** Graceful stop (SIGTERM: ferrod answers what it already received, then exits). */
+  /** Graceful stop (SIGTERM: ferrod answers the requests it started, closes every connection, exits). */
   async stop() {
     if (this.proc) await this.proc.stop();
     await this.waitPortFree();
