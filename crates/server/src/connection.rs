@@ -160,6 +160,10 @@ pub async fn serve<S>(
     // so a client that trickles bytes without ever finishing a request is closed too.
     let idle_timeout = ctx.config.idle_timeout;
     let mut last_activity = tokio::time::Instant::now();
+    // One idle timer for the connection's life, moved only when it fires early (there was
+    // activity since it was set): a fresh timer per request cost two timer-wheel updates each.
+    let idle_timer = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
+    tokio::pin!(idle_timer);
 
     loop {
         if draining.is_some() && writes.is_empty() {
@@ -178,7 +182,6 @@ pub async fn serve<S>(
             tokio::time::sleep_until(serve_until.unwrap_or_else(tokio::time::Instant::now));
         let grace_end =
             tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now));
-        let idle_end = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
         // Listener connections are quiet by nature (Keycloak's sit waiting for events), and a
         // connection waiting for its writes to commit is not idle.
         let may_idle_close = idle_timeout.is_some()
@@ -294,7 +297,12 @@ pub async fn serve<S>(
                 }
             },
             // Last: a request that arrived just in time is served, not dropped.
-            _ = idle_end, if may_idle_close => {
+            _ = &mut idle_timer, if may_idle_close => {
+                let due = last_activity + idle_timeout.unwrap_or_default();
+                if due > tokio::time::Instant::now() {
+                    idle_timer.as_mut().reset(due);
+                    continue;
+                }
                 debug!(%peer, "closing connection: no request for {:?} (idle_timeout_s)", idle_timeout.unwrap_or_default());
                 break;
             }
