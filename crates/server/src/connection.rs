@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::codec::{Encoder, FramedRead};
@@ -164,6 +164,16 @@ pub async fn serve<S>(
     // activity since it was set): a fresh timer per request cost two timer-wheel updates each.
     let idle_timer = tokio::time::sleep_until(last_activity + idle_timeout.unwrap_or_default());
     tokio::pin!(idle_timer);
+    // The shutdown signal and the listener-overflow notice, each waited for by one future for
+    // the connection's life: a future made per loop turn registers and removes a waiter under
+    // the channel's lock on every request. `signal` is never polled once it completed (it sets
+    // `draining`, and both places that poll it check that first).
+    let signal = async {
+        let _ = shutdown.recv().await;
+    };
+    tokio::pin!(signal);
+    let overflowed = overflow.notified();
+    tokio::pin!(overflowed);
 
     loop {
         if draining.is_some() && writes.is_empty() {
@@ -190,7 +200,7 @@ pub async fn serve<S>(
             && draining.is_none();
         tokio::select! {
             biased;
-            _ = shutdown.recv(), if draining.is_none() => {
+            _ = &mut signal, if draining.is_none() => {
                 let now = tokio::time::Instant::now();
                 draining = Some(now + DRAIN_GRACE);
                 if pipelines {
@@ -209,7 +219,7 @@ pub async fn serve<S>(
                 warn!(%peer, "shutdown grace period over with {} writes in flight; closing once they commit", writes.len());
                 break;
             }
-            _ = overflow.notified() => {
+            _ = &mut overflowed => {
                 warn!(%peer, "closing connection: its listener event queue overflowed");
                 break;
             }
@@ -246,9 +256,7 @@ pub async fn serve<S>(
                     // Decoded in the same wake-up as the shutdown signal: handled as if it came
                     // after it, so no request of a pipelining client that reaches us after the
                     // signal is started.
-                    if draining.is_none()
-                        && matches!(shutdown.try_recv(), Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)))
-                    {
+                    if draining.is_none() && (&mut signal).now_or_never().is_some() {
                         let now = tokio::time::Instant::now();
                         draining = Some(now + DRAIN_GRACE);
                         serve_until = Some(now + DRAIN_SERVE);
