@@ -216,17 +216,17 @@ async fn sigterm_under_constant_load_answers_what_was_started_and_closes_every_c
     server.stop().await;
 }
 
-/// A connection with a write in flight and a request it will not start when the shutdown comes:
-/// the write commits and is answered, then the connection is reset, not closed in order, so that
-/// every client (the npm one only retries on a connection error) fails the request at once and
-/// retries it elsewhere; the request never runs.
-#[tokio::test]
-async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_answer() {
-    let mut server = Server::start().await;
+/// A client with a PUT in flight that cannot commit yet (another connection holds SQLite's write
+/// lock, returned: releasing it lets the put commit), then SIGTERM, waiting until ferrod logged
+/// that it is shutting down. Returns the client, the lock and the put's message id. (Should
+/// ferrod not have started the put in the 300 ms given, it is a request not started, and the
+/// callers' assertions still hold.)
+async fn sigterm_with_a_write_in_flight(
+    server: &mut Server,
+) -> (Client, sqlx::SqliteConnection, u64) {
     let mut c = server.client().await;
     c.put("before", "x").await;
-    // The put below cannot commit while another connection holds SQLite's write lock.
-    let mut lock = server.hold_sqlite_write_lock().await;
+    let lock = server.hold_sqlite_write_lock().await;
     let in_flight = c.frame(
         Request::Put {
             key: b("in-flight"),
@@ -237,8 +237,6 @@ async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_
     );
     let in_flight_id = in_flight.header.message_id;
     c.send(in_flight).await;
-    // Time for ferrod to read and start it (should it not have, it is a request not started
-    // like the next one, and the assertions below still hold).
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     server.sigterm();
@@ -247,6 +245,17 @@ async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_
         assert!(tokio::time::Instant::now() < deadline, "{}", server.log());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (c, lock, in_flight_id)
+}
+
+/// A connection with a write in flight and a request it will not start when the shutdown comes:
+/// the write commits and is answered, then the connection is reset, not closed in order, so that
+/// every client (the npm one only retries on a connection error) fails the request at once and
+/// retries it elsewhere; the request never runs.
+#[tokio::test]
+async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_answer() {
+    let mut server = Server::start().await;
+    let (mut c, mut lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
     let late = c.frame(
         Request::Put {
             key: b("late"),
@@ -302,28 +311,7 @@ async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_
 #[tokio::test]
 async fn a_client_waiting_for_each_answer_gets_it_then_an_orderly_close() {
     let mut server = Server::start().await;
-    let mut c = server.client().await;
-    c.put("before", "x").await;
-    let mut lock = server.hold_sqlite_write_lock().await;
-    let in_flight = c.frame(
-        Request::Put {
-            key: b("in-flight"),
-            expiration: EXP_DEFAULT,
-            value: b("committed"),
-        },
-        0,
-    );
-    let in_flight_id = in_flight.header.message_id;
-    c.send(in_flight).await;
-    // Time for ferrod to read and start it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    server.sigterm();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !server.log().contains(SHUTTING_DOWN) {
-        assert!(tokio::time::Instant::now() < deadline, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (mut c, mut lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
     {
         use sqlx::Connection;
         sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
