@@ -174,12 +174,8 @@ async fn sigterm_under_constant_load_answers_what_was_started_and_closes_every_c
     for l in loads {
         outcomes.push(l.await.unwrap());
     }
-    let exit = server.wait_exit(Duration::from_secs(30)).await;
+    server.expect_graceful_exit().await;
     let log = server.log();
-    assert!(
-        matches!(exit, Some(st) if st.success()),
-        "ferrod did not exit cleanly: {exit:?}\n{log}"
-    );
     assert!(
         idle.try_recv().await.is_none(),
         "the idle connection was not closed in order"
@@ -286,12 +282,7 @@ async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_
         matches!(&end, Some(Err(ferrod_codec::CodecError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "expected a reset after the answers, got {end:?}"
     );
-    let exit = server.wait_exit(Duration::from_secs(30)).await;
-    assert!(
-        matches!(exit, Some(st) if st.success()),
-        "{exit:?}\n{}",
-        server.log()
-    );
+    server.expect_graceful_exit().await;
 
     server.restart().await;
     let mut c = server.client().await;
@@ -347,12 +338,7 @@ async fn a_client_waiting_for_each_answer_gets_it_then_an_orderly_close() {
         end.is_none(),
         "expected an orderly end of stream after the answer, got {end:?}"
     );
-    let exit = server.wait_exit(Duration::from_secs(30)).await;
-    assert!(
-        matches!(exit, Some(st) if st.success()),
-        "{exit:?}\n{}",
-        server.log()
-    );
+    server.expect_graceful_exit().await;
 
     server.restart().await;
     let mut c = server.client().await;

@@ -234,7 +234,12 @@ impl Server {
 
     /// Graceful stop (SIGTERM); panics if the process does not exit within 30 s or fails.
     pub async fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
+        self.sigterm();
+        self.expect_graceful_exit().await;
+    }
+
+    /// After a SIGTERM: panics if the process does not exit within 30 s or fails.
+    pub async fn expect_graceful_exit(&mut self) {
         match self.wait_exit(Duration::from_secs(30)).await {
             Some(st) => assert!(st.success(), "ferrod exited with {st}\n{}", self.log()),
             None => panic!("ferrod did not stop within 30 s of SIGTERM\n{}", self.log()),
