@@ -156,16 +156,7 @@ async fn sigterm_under_constant_load_answers_what_was_started_and_closes_every_c
     }
     drop(probe);
 
-    server.sigterm();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !server.log().contains(SHUTTING_DOWN) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no shutdown within 30 s of SIGTERM\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    sigterm_and_wait_until_connections_are_told(&mut server).await;
     // From here on every request the clients send reached ferrod after its connections were told
     // to stop: none of them may be started.
     stopping_tx.send(true).unwrap();
@@ -212,6 +203,43 @@ async fn sigterm_under_constant_load_answers_what_was_started_and_closes_every_c
     server.stop().await;
 }
 
+/// SIGTERM, then waits (30 s at most) until ferrod logged that every connection was told.
+async fn sigterm_and_wait_until_connections_are_told(server: &mut Server) {
+    server.sigterm();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !server.log().contains(SHUTTING_DOWN) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no shutdown within 30 s of SIGTERM\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends a PUT without waiting for its answer; returns its message id.
+async fn send_put(c: &mut Client, key: &str, value: &str) -> u64 {
+    let frame = c.frame(
+        Request::Put {
+            key: b(key),
+            expiration: EXP_DEFAULT,
+            value: b(value),
+        },
+        0,
+    );
+    let id = frame.header.message_id;
+    c.send(frame).await;
+    id
+}
+
+/// Releases the SQLite write lock taken by `hold_sqlite_write_lock` (the writes it held back
+/// can commit).
+async fn release_sqlite_lock(mut lock: sqlx::SqliteConnection) {
+    use sqlx::Connection;
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+}
+
 /// A client with a PUT in flight that cannot commit yet (another connection holds SQLite's write
 /// lock, returned: releasing it lets the put commit), then SIGTERM, waiting until ferrod logged
 /// that it is shutting down. Returns the client, the lock and the put's message id. (Should
@@ -223,24 +251,10 @@ async fn sigterm_with_a_write_in_flight(
     let mut c = server.client().await;
     c.put("before", "x").await;
     let lock = server.hold_sqlite_write_lock().await;
-    let in_flight = c.frame(
-        Request::Put {
-            key: b("in-flight"),
-            expiration: EXP_DEFAULT,
-            value: b("committed"),
-        },
-        0,
-    );
-    let in_flight_id = in_flight.header.message_id;
-    c.send(in_flight).await;
+    let in_flight_id = send_put(&mut c, "in-flight", "committed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    server.sigterm();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !server.log().contains(SHUTTING_DOWN) {
-        assert!(tokio::time::Instant::now() < deadline, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    sigterm_and_wait_until_connections_are_told(server).await;
     (c, lock, in_flight_id)
 }
 
@@ -251,21 +265,9 @@ async fn sigterm_with_a_write_in_flight(
 #[tokio::test]
 async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_answer() {
     let mut server = Server::start().await;
-    let (mut c, mut lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
-    let late = c.frame(
-        Request::Put {
-            key: b("late"),
-            expiration: EXP_DEFAULT,
-            value: b("never"),
-        },
-        0,
-    );
-    c.send(late).await;
-    {
-        use sqlx::Connection;
-        sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
-        lock.close().await.unwrap();
-    }
+    let (mut c, lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
+    send_put(&mut c, "late", "never").await;
+    release_sqlite_lock(lock).await;
 
     let mut answered_in_flight = false;
     let end = loop {
@@ -302,26 +304,13 @@ async fn a_request_not_started_at_shutdown_resets_the_connection_after_the_last_
 #[tokio::test]
 async fn a_client_waiting_for_each_answer_gets_it_then_an_orderly_close() {
     let mut server = Server::start().await;
-    let (mut c, mut lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
-    {
-        use sqlx::Connection;
-        sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
-        lock.close().await.unwrap();
-    }
+    let (mut c, lock, in_flight_id) = sigterm_with_a_write_in_flight(&mut server).await;
+    release_sqlite_lock(lock).await;
     let r = c.recv().await;
     assert_eq!(r.header.message_id, in_flight_id, "{r:?}");
     assert_status(&r, status::SUCCESS);
     // The next request, at once.
-    let next = c.frame(
-        Request::Put {
-            key: b("next"),
-            expiration: EXP_DEFAULT,
-            value: b("sent after the answer"),
-        },
-        0,
-    );
-    let next_id = next.header.message_id;
-    c.send(next).await;
+    let next_id = send_put(&mut c, "next", "sent after the answer").await;
     // Should ferrod have read it before closing, it serves it (the client had nothing else
     // outstanding); either way the connection then ends in order.
     let mut next_answered = false;
