@@ -182,21 +182,33 @@ impl Feed {
         self.position.fetch_max(seq, Ordering::AcqRel);
     }
 
-    /// Called by the writer after COMMIT with the highest seq it wrote. Without a follower
-    /// (SQLite) the writer's commits are the feed, so this is the position; with one, the
-    /// notifier wakes every replica.
-    pub fn local_committed(&self, seq: i64) {
-        if self.follows {
-            self.notify.send_if_modified(|cur| {
-                let newer = seq > *cur;
-                if newer {
-                    *cur = seq;
-                }
-                newer
-            });
-        } else {
-            self.set_position(seq);
+    /// Called by the writer after a COMMIT with the change seqs it wrote (ascending). Without a
+    /// follower (SQLite) the writer's commits are the feed, so the last one is the position;
+    /// with one, the registered events of these seqs are marked committed (see
+    /// [`Feed::take_committed_run`]) and the notifier wakes every replica.
+    pub fn local_committed(&self, seqs: &[i64]) {
+        let Some(&last) = seqs.last() else {
+            return;
+        };
+        if !self.follows {
+            self.set_position(last);
+            return;
         }
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for seq in seqs {
+                if let Some((_, committed)) = p.get_mut(seq) {
+                    *committed = true;
+                }
+            }
+        }
+        self.notify.send_if_modified(|cur| {
+            let newer = last > *cur;
+            if newer {
+                *cur = last;
+            }
+            newer
+        });
     }
 
     pub fn follows(&self) -> bool {
@@ -206,19 +218,6 @@ impl Feed {
     pub fn register_pending(&self, items: impl IntoIterator<Item = (i64, Arc<ChangeEvent>)>) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.extend(items.into_iter().map(|(seq, ev)| (seq, (ev, false))));
-    }
-
-    /// The writer's COMMIT of these registered seqs succeeded.
-    pub fn mark_committed(&self, seqs: &[i64]) {
-        if !self.follows || seqs.is_empty() {
-            return;
-        }
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for seq in seqs {
-            if let Some((_, committed)) = p.get_mut(seq) {
-                *committed = true;
-            }
-        }
     }
 
     pub fn take_pending(&self, seq: i64) -> Option<Arc<ChangeEvent>> {
@@ -513,14 +512,19 @@ pub(crate) async fn poll(
 fn apply_own(core: &Core, events: Vec<Arc<ChangeEvent>>) {
     for ev in events {
         // A cache removed since: its consumers find it gone (as in `apply`).
-        let Some(cache) = core.cache(&ev.cache) else {
-            continue;
-        };
-        if matches!(ev.kind, ChangeKind::Removed | ChangeKind::Expired) {
-            cache.inner.remove_upto(&ev.key, ev.version, true);
+        if let Some(cache) = core.cache(&ev.cache) {
+            settle_own(core, &cache.inner, ev);
         }
-        core.feed.publish(ev);
     }
+}
+
+/// One change of this process's own reached by the feed: memory has the write already; a
+/// removal or expiry also drops what it removed for good. Then its event is published.
+fn settle_own(core: &Core, inner: &CacheInner, ev: Arc<ChangeEvent>) {
+    if matches!(ev.kind, ChangeKind::Removed | ChangeKind::Expired) {
+        inner.remove_upto(&ev.key, ev.version, true);
+    }
+    core.feed.publish(ev);
 }
 
 /// Applies change rows (sorted by seq) to memory and publishes their events.
@@ -619,8 +623,8 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
         cache: name,
         p,
         local_ev,
-        local,
         notify,
+        ..
     } in items
     {
         if let Parsed::Clear { version } = p {
@@ -640,16 +644,9 @@ async fn apply(core: &Core, rows: Vec<ChangeRow>) {
             continue;
         };
         let inner = &cache.inner;
-        if local {
-            match &p {
-                Parsed::Removed { key, version } | Parsed::Expired { key, version, .. } => {
-                    inner.remove_upto(key, *version, true);
-                }
-                _ => {}
-            }
-            if let Some(ev) = local_ev {
-                core.feed.publish(ev);
-            }
+        // This process's own change (its event was registered).
+        if let Some(ev) = local_ev {
+            settle_own(core, inner, ev);
             continue;
         }
         let ev = match p {

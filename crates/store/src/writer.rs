@@ -1042,10 +1042,7 @@ fn apply(core: &Core, batch: Vec<Request>, done: Done) {
             }
         }
     }
-    core.feed.mark_committed(&done.seqs);
-    if let Some(seq) = done.seqs.last() {
-        core.feed.local_committed(*seq);
-    }
+    core.feed.local_committed(&done.seqs);
     for ev in done.events {
         core.feed.publish(ev);
     }
@@ -1143,9 +1140,7 @@ async fn clear(core: &Core, cache: &Arc<CacheInner>) -> Result<Reply, StoreError
         .await?;
     tx.commit().await?;
     cache.clear_below(version);
-    if let Some(seq) = seqs.last() {
-        core.feed.local_committed(*seq);
-    }
+    core.feed.local_committed(&seqs);
     core.feed.local_cleared(&cache.def.name, version);
     Ok(Reply::Unit)
 }
@@ -1204,9 +1199,7 @@ async fn create_cache(core: &Core, def: &CacheDef) -> Result<Reply, StoreError> 
     }
     core.registry_write()
         .insert(def.name.clone(), cache.clone());
-    if let Some(seq) = seqs.last() {
-        core.feed.local_committed(*seq);
-    }
+    core.feed.local_committed(&seqs);
     if let Some(version) = created_version {
         core.feed.local_cleared(&def.name, version);
     }
@@ -1271,9 +1264,7 @@ async fn remove_cache(core: &Core, name: &str) -> Result<Reply, StoreError> {
     }
     let deleted = tx.delete_cache(name).await?;
     tx.commit().await?;
-    if let Some(seq) = seqs.last() {
-        core.feed.local_committed(*seq);
-    }
+    core.feed.local_committed(&seqs);
     let known = core.registry_write().remove(name);
     if let Some(c) = &known {
         c.inner.removed.store(true, Ordering::Release);
@@ -1404,10 +1395,7 @@ async fn maintenance(core: &Core) -> Result<Reply, StoreError> {
                     c.inner.remove_upto(&s.key, s.version, true);
                 }
             }
-            core.feed.mark_committed(&seqs);
-            if let Some(seq) = seqs.last() {
-                core.feed.local_committed(*seq);
-            }
+            core.feed.local_committed(&seqs);
             for ev in events {
                 core.feed.publish(ev);
             }
