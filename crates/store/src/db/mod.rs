@@ -540,10 +540,20 @@ pub(crate) const PG_INLINE_KEY_MAX: usize = 1024;
 /// Starts the stored form of a long key (a protobuf or Java-serialized key never starts with a
 /// zero byte followed by this text).
 pub(crate) const LONG_KEY_TAG: &[u8] = b"\0ferrod-long-key-sha256:";
-/// The entry key column as read on PostgreSQL (see [`PG_INLINE_KEY_MAX`]).
+/// The entry key column as read on PostgreSQL (see [`PG_INLINE_KEY_MAX`]), of the table
+/// named by the optional alias.
 macro_rules! pg_key_col {
     () => {
         "COALESCE(long_key, key)"
+    };
+    ($t:ident) => {
+        concat!(
+            "COALESCE(",
+            stringify!($t),
+            ".long_key, ",
+            stringify!($t),
+            ".key)"
+        )
     };
 }
 
@@ -556,10 +566,10 @@ macro_rules! pg_key_col {
 /// four writer lanes: a bitmap scan of the whole cache per batch, PostgreSQL's CPU per write
 /// 2.5-6x). A lookup that depends on an outer row can only be a probe.
 macro_rules! entries_by_key {
-    ($keys:literal, $cols:literal) => {
+    ($keys:literal, $cols:expr) => {
         entries_by_key!($keys, $cols, "")
     };
-    ($keys:literal, $cols:literal, $lock:literal) => {
+    ($keys:literal, $cols:expr, $lock:literal) => {
         concat!(
             "FROM UNNEST(",
             $keys,
@@ -590,8 +600,10 @@ pub(crate) fn pg_stored_key(key: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// The stored forms of `keys` on PostgreSQL, to bind as a `bytea[]` through [`as_slices`].
-fn pg_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<Cow<'a, [u8]>> {
-    keys.into_iter().map(pg_stored_key).collect()
+fn pg_keys<'a, K: AsRef<[u8]> + 'a>(keys: impl IntoIterator<Item = &'a K>) -> Vec<Cow<'a, [u8]>> {
+    keys.into_iter()
+        .map(|k| pg_stored_key(k.as_ref()))
+        .collect()
 }
 
 fn as_slices<'a>(keys: &'a [Cow<'_, [u8]>]) -> Vec<&'a [u8]> {
@@ -599,9 +611,14 @@ fn as_slices<'a>(keys: &'a [Cow<'_, [u8]>]) -> Vec<&'a [u8]> {
 }
 
 /// The `long_key` column values of `keys` on PostgreSQL.
-fn long_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<Option<&'a [u8]>> {
+fn long_keys<'a, K: AsRef<[u8]> + 'a>(
+    keys: impl IntoIterator<Item = &'a K>,
+) -> Vec<Option<&'a [u8]>> {
     keys.into_iter()
-        .map(|k| is_long_key(k).then_some(k))
+        .map(|k| {
+            let k = k.as_ref();
+            is_long_key(k).then_some(k)
+        })
         .collect()
 }
 
@@ -757,13 +774,16 @@ impl Backend {
         let p = self.pg()?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(PG_CHUNK) {
-            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+            let stored = pg_keys(chunk);
             let rows = sqlx::query(concat!(
                 "SELECT e.* ",
                 entries_by_key!(
                     "$2",
-                    "COALESCE(x.long_key, x.key), x.value, x.version, x.created_ms, \
-                     x.lifespan_ms, x.last_used_ms, x.max_idle_ms"
+                    concat!(
+                        pg_key_col!(x),
+                        ", x.value, x.version, x.created_ms, x.lifespan_ms, x.last_used_ms, \
+                         x.max_idle_ms"
+                    )
                 )
             ))
             .bind(cache)
@@ -786,13 +806,10 @@ impl Backend {
         let p = self.pg()?;
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(PG_CHUNK) {
-            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+            let stored = pg_keys(chunk);
             let rows = sqlx::query(concat!(
                 "SELECT e.* ",
-                entries_by_key!(
-                    "$2",
-                    "COALESCE(x.long_key, x.key), x.version, x.last_used_ms"
-                )
+                entries_by_key!("$2", concat!(pg_key_col!(x), ", x.version, x.last_used_ms"))
             ))
             .bind(cache)
             .bind(as_slices(&stored))
@@ -1033,14 +1050,17 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
-                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    let stored = pg_keys(chunk);
                     // In the order of `keys` (sorted), locked as found.
                     let rows = sqlx::query(concat!(
                         "SELECT e.* ",
                         entries_by_key!(
                             "$2",
-                            "COALESCE(x.long_key, x.key), x.version, x.created_ms, \
-                             x.lifespan_ms, x.last_used_ms, x.max_idle_ms",
+                            concat!(
+                                pg_key_col!(x),
+                                ", x.version, x.created_ms, x.lifespan_ms, x.last_used_ms, \
+                                 x.max_idle_ms"
+                            ),
                             " FOR UPDATE"
                         )
                     ))
@@ -1082,10 +1102,10 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
-                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    let stored = pg_keys(chunk);
                     let rows = sqlx::query(concat!(
                         "SELECT e.* ",
-                        entries_by_key!("$2", "COALESCE(x.long_key, x.key), x.value")
+                        entries_by_key!("$2", concat!(pg_key_col!(x), ", x.value"))
                     ))
                     .bind(cache)
                     .bind(as_slices(&stored))
@@ -1260,7 +1280,7 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in keys.chunks(PG_CHUNK) {
-                    let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+                    let stored = pg_keys(chunk);
                     sqlx::query(concat!(
                         "DELETE FROM ferrod_entries WHERE ctid = ANY(ARRAY(SELECT e.ctid ",
                         entries_by_key!("$2", "x.ctid"),
@@ -1403,8 +1423,8 @@ impl Tx {
         }
         let u = Columns::of(updates);
         let i = Columns::of(inserts);
-        let deleted = pg_keys(deletes.iter().map(|k| k.as_ref()));
-        let absent = pg_keys(absent.iter().map(|k| k.as_ref()));
+        let deleted = pg_keys(deletes);
+        let absent = pg_keys(absent);
         let caches: Vec<&str> = changes.iter().map(|c| c.cache.as_str()).collect();
         let keys: Vec<Option<&[u8]>> = changes.iter().map(|c| c.key.as_deref()).collect();
         let kinds: Vec<&str> = changes.iter().map(|c| c.kind).collect();
@@ -1494,7 +1514,7 @@ impl Tx {
         };
         let mut n = 0u64;
         for chunk in keys.chunks(PG_CHUNK) {
-            let stored = pg_keys(chunk.iter().map(|k| k.as_ref()));
+            let stored = pg_keys(chunk);
             let c: i64 = sqlx::query_scalar(concat!(
                 "SELECT COUNT(*)::int8 ",
                 entries_by_key!("$2", "1")
@@ -1542,7 +1562,7 @@ impl Tx {
         };
         let hi: Vec<i32> = key_locks.iter().map(|l| l.0).collect();
         let lo: Vec<i32> = key_locks.iter().map(|l| l.1).collect();
-        let stored = pg_keys(keys.iter().map(|k| k.as_ref()));
+        let stored = pg_keys(keys);
         // Each CTE is MATERIALIZED and the next one refers to it through an uncommitted
         // sub-select (an InitPlan, evaluated before the referring scan starts), which is what
         // orders the steps. The first column tells the three kinds of result rows apart.
@@ -1554,8 +1574,11 @@ impl Tx {
              r AS MATERIALIZED (SELECT e.* ",
             entries_by_key!(
                 "$2",
-                "COALESCE(x.long_key, x.key) AS key, x.version, x.created_ms, x.lifespan_ms, \
-                 x.last_used_ms, x.max_idle_ms",
+                concat!(
+                    pg_key_col!(x),
+                    " AS key, x.version, x.created_ms, x.lifespan_ms, x.last_used_ms, \
+                     x.max_idle_ms"
+                ),
                 " FOR UPDATE"
             ),
             " WHERE (SELECT n FROM a) >= 0), \
@@ -1771,7 +1794,7 @@ impl Tx {
             }
             Tx::Postgres(t) => {
                 for chunk in touches.chunks(PG_CHUNK) {
-                    let stored = pg_keys(chunk.iter().map(|x| x.key.as_ref()));
+                    let stored = pg_keys(chunk.iter().map(|x| &x.key));
                     let versions: Vec<i64> = chunk.iter().map(|x| x.version).collect();
                     let used: Vec<i64> = chunk.iter().map(|x| x.last_used_ms).collect();
                     let expires: Vec<Option<i64>> = chunk.iter().map(|x| x.expires_ms).collect();
@@ -1830,11 +1853,13 @@ impl Tx {
             .iter()
             .map(get)
             .collect(),
-            Tx::Postgres(t) => sqlx::query(
+            Tx::Postgres(t) => sqlx::query(concat!(
                 "DELETE FROM ferrod_entries WHERE (cache, key) IN (SELECT cache, key \
                  FROM ferrod_entries WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 AND expires_ms <= $1 RETURNING cache, COALESCE(long_key, key), version, value",
-            )
+                 AND expires_ms <= $1 RETURNING cache, ",
+                pg_key_col!(),
+                ", version, value"
+            ))
             .bind(now)
             .bind(limit)
             .fetch_all(&mut **t)
@@ -1924,9 +1949,8 @@ fn row_chunks<'r, 'a>(rows: &'r [(&'a Bytes, &'a Row)]) -> Vec<&'r [(&'a Bytes, 
     out
 }
 
-/// Column arrays for the PostgreSQL `UNNEST` statements.
-/// Rows to write on PostgreSQL, by column (keys in their stored form, see
-/// [`PG_INLINE_KEY_MAX`]).
+/// Rows to write on PostgreSQL, by column, for its `UNNEST` statements (keys in their stored
+/// form, see [`PG_INLINE_KEY_MAX`]).
 struct Columns<'a> {
     keys: Vec<Cow<'a, [u8]>>,
     long_keys: Vec<Option<&'a [u8]>>,
@@ -1942,8 +1966,8 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn of(rows: &'a [(&'a Bytes, &'a Row)]) -> Self {
         Columns {
-            keys: pg_keys(rows.iter().map(|(k, _)| k.as_ref())),
-            long_keys: long_keys(rows.iter().map(|(k, _)| k.as_ref())),
+            keys: pg_keys(rows.iter().map(|(k, _)| *k)),
+            long_keys: long_keys(rows.iter().map(|(k, _)| *k)),
             values: rows.iter().map(|(_, r)| r.value.as_ref()).collect(),
             versions: rows.iter().map(|(_, r)| r.version).collect(),
             created: rows.iter().map(|(_, r)| r.created_ms).collect(),
