@@ -4,11 +4,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-/// The hasher of the per-cache maps: foldhash (hashbrown's own default) with a random seed per
-/// map, several times cheaper than std's SipHash on short keys, which every read hashes.
-type KeyHasher = foldhash::fast::RandomState;
-type DashMap<K, V> = dashmap::DashMap<K, V, KeyHasher>;
-type DashSet<K> = dashmap::DashSet<K, KeyHasher>;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::Backend;
@@ -18,6 +13,12 @@ use crate::{
     now_ms, CacheDef, EntrySnapshot, Expiration, PutIfAbsentOutcome, RemoveOutcome, ReplaceOutcome,
     StoreError, VersionedOutcome,
 };
+
+/// The hasher of the per-cache maps: foldhash (hashbrown's own default) with a random seed per
+/// map, several times cheaper than std's SipHash on short keys, which every read hashes.
+type KeyHasher = foldhash::fast::RandomState;
+type DashMap<K, V> = dashmap::DashMap<K, V, KeyHasher>;
+type DashSet<K> = dashmap::DashSet<K, KeyHasher>;
 
 /// Cumulative statistics since the cache was loaded by this process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
