@@ -168,11 +168,11 @@ pub async fn serve<S>(
     // the connection's life: a future made per loop turn registers and removes a waiter under
     // the channel's lock on every request. `signal` is never polled once it completed (it sets
     // `draining`, and both places that poll it check that first).
-    let signal = async {
+    let signal = PolledOnWake::new(async move {
         let _ = shutdown.recv().await;
-    };
+    });
     tokio::pin!(signal);
-    let overflowed = overflow.notified();
+    let overflowed = PolledOnWake::new(overflow.notified());
     tokio::pin!(overflowed);
 
     loop {
@@ -373,6 +373,61 @@ pub async fn serve<S>(
         _ => {
             let _ = write_half.shutdown().await;
         }
+    }
+}
+
+/// A future that is polled again only once it asked to be: wraps the connection's long-lived
+/// waits (the shutdown signal, the listener-overflow notice), which `select!` would otherwise
+/// poll on every turn of the connection loop, i.e. on every request. Polling a pending tokio
+/// broadcast receiver or `Notify` takes the channel's lock each time (the shutdown channel's is
+/// shared by every connection), about 3 % of a GET's CPU under load; a wake-up flag is a load.
+struct PolledOnWake<F> {
+    inner: std::pin::Pin<Box<F>>,
+    wake: Arc<WakeFlag>,
+}
+
+/// Set by the wrapped future's waker, which passes the wake-up on to the connection's task.
+#[derive(Default)]
+struct WakeFlag {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl futures::task::ArcWake for WakeFlag {
+    fn wake_by_ref(flag: &Arc<Self>) {
+        flag.woken.store(true, Ordering::Release);
+        flag.task.wake();
+    }
+}
+
+impl<F: std::future::Future> PolledOnWake<F> {
+    fn new(inner: F) -> Self {
+        let wake = Arc::new(WakeFlag::default());
+        // Woken at the start, so the first poll reaches the inner future.
+        wake.woken.store(true, Ordering::Relaxed);
+        PolledOnWake {
+            inner: Box::pin(inner),
+            wake,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for PolledOnWake<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // Registered before the flag is read: a wake-up between the two is not lost.
+        self.wake.task.register(cx.waker());
+        if !self.wake.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Pending;
+        }
+        let waker = futures::task::waker(self.wake.clone());
+        self.inner
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
     }
 }
 
