@@ -36,6 +36,10 @@ pub struct StoreMetrics {
     /// Change-feed wake-ups that read nothing from SQL: every change announced was this
     /// process's own and already committed (PostgreSQL).
     pub feed_reads_skipped: u64,
+    /// Write batches that waited their whole linger for writers that did not come back
+    /// (see the writer's `run_lane`); one that started once the writers it expected were
+    /// there is not counted.
+    pub batches_lingered_out: u64,
 }
 
 #[derive(Default)]
@@ -47,6 +51,7 @@ pub(crate) struct Metrics {
     pub entries_expired: AtomicU64,
     pub touches_flushed: AtomicU64,
     pub feed_reads_skipped: AtomicU64,
+    pub batches_lingered_out: AtomicU64,
 }
 
 /// State shared by the store handle, the writer and the reaper.
@@ -419,6 +424,7 @@ impl Store {
             entries_expired: m.entries_expired.load(Ordering::Relaxed),
             touches_flushed: m.touches_flushed.load(Ordering::Relaxed),
             feed_reads_skipped: m.feed_reads_skipped.load(Ordering::Relaxed),
+            batches_lingered_out: m.batches_lingered_out.load(Ordering::Relaxed),
         }
     }
 

@@ -265,7 +265,7 @@ async fn fence(lanes: &[mpsc::Sender<Request>]) {
 }
 
 /// A batch at least this large means writers are queueing up concurrently (see [`run_lane`]).
-const LINGER_MIN_OPS: usize = 8;
+const LINGER_MIN_REQUESTS: usize = 8;
 /// The longest a batch waits for more writes before it starts (tokio's timer ticks in ms).
 const LINGER: Duration = Duration::from_millis(1);
 
@@ -277,11 +277,16 @@ const LINGER: Duration = Duration::from_millis(1);
 /// two alternating halves of the writers, each paying the whole per-transaction cost (about
 /// 2 ms of CPU on PostgreSQL, planning and round trips included, measured in benches/README.md).
 /// So when the previous batch was large (concurrent writers, not one client waiting for its
-/// answer), the next one waits up to [`LINGER`] for as many more writes as the previous batch
-/// answered, and starts as soon as they are there.
+/// answer), the next one waits up to [`LINGER`] for the requests that were queued when the
+/// previous batch ended plus as many as it answered, and starts as soon as they are there.
+/// (Counted in requests: counting the first request of the wait among the ones to wait for
+/// made a batch of N closed-loop writers wait for N + 1 that never came, i.e. the whole
+/// `LINGER` of 1-2 ms timer ticks, a third of every batch's cycle at 64 writers.)
 async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
     let mut carry: Option<Request> = None;
-    let mut previous_ops = 0usize;
+    // Requests of the previous batch, and how many were queued when it ended.
+    let mut previous_requests = 0usize;
+    let mut queued_at_end = 0usize;
     loop {
         let first = match carry.take() {
             Some(r) => r,
@@ -301,9 +306,9 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
         }
         let mut batch = Vec::new();
         let (mut ops, mut bytes) = (0usize, 0usize);
-        // (ops to wait for, until when): set when the queue first runs dry, if the batch
-        // lingers (see above).
-        let mut linger: Option<(usize, tokio::time::Instant)> = None;
+        // Set when the queue first runs dry, if the batch lingers (see above).
+        let mut linger_until: Option<tokio::time::Instant> = None;
+        let expected = queued_at_end + previous_requests;
         let mut next = Some(first);
         while let Some(req) = next.take() {
             if let Op::Key(_, op, _) = &req.op {
@@ -320,24 +325,26 @@ async fn run_lane(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
                 Ok(r) => carry = Some(r),
                 Err(_) => {}
             }
-            if next.is_none() && carry.is_none() && previous_ops >= LINGER_MIN_OPS {
-                let (target, deadline) = *linger.get_or_insert_with(|| {
-                    (
-                        (ops + previous_ops).min(core.max_batch_ops),
-                        tokio::time::Instant::now() + LINGER,
-                    )
-                });
-                if ops < target {
+            if next.is_none() && carry.is_none() && previous_requests >= LINGER_MIN_REQUESTS {
+                let deadline =
+                    *linger_until.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                if batch.len() < expected {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(r)) if matches!(r.op, Op::Key(..)) => next = Some(r),
                         Ok(Some(r)) => carry = Some(r),
-                        Ok(None) | Err(_) => {}
+                        Ok(None) => {}
+                        Err(_) => {
+                            core.metrics
+                                .batches_lingered_out
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
         }
-        previous_ops = ops;
+        previous_requests = batch.len();
         guarded(run_batch(&core, batch)).await;
+        queued_at_end = rx.len();
     }
 }
 

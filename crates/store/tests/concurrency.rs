@@ -166,6 +166,76 @@ async fn group_commit_batches(db: &TestDb) {
     store.shutdown().await;
 }
 
+/// Writers that each wait for their answer before they write again (every client that does not
+/// pipeline): after a batch answered all of them, the next one waits for exactly those writers
+/// and starts once they are all back, instead of waiting out its linger for one more that never
+/// comes (which cost a third of every batch's cycle at 64 writers, benches/README.md). Counted,
+/// not timed: a batch that waited the whole linger is counted in `batches_lingered_out`, which
+/// was every batch before. On a single-threaded runtime, so that the writers answered by a
+/// batch have all written again before the lane's timer is looked at, however busy the machine
+/// (on two worker threads, a preempted writer thread made half the batches wait out the linger
+/// while the other tests ran).
+mod closed_loop_writers_do_not_wait_out_the_linger {
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite() {
+        let db = crate::common::TestDb::sqlite();
+        super::closed_loop_writers(&db).await;
+        db.cleanup().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres() {
+        let Some(db) = crate::common::TestDb::postgres().await else {
+            eprintln!("skipped: FERROD_TEST_PG_URL not set");
+            return;
+        };
+        super::closed_loop_writers(&db).await;
+        db.cleanup().await;
+    }
+}
+
+async fn closed_loop_writers(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    let (writers, rounds) = (16, 40);
+    // All writers start together, so the batches hold all of them from the first on.
+    let start = Arc::new(tokio::sync::Barrier::new(writers));
+    let before = store.metrics();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (c, start) = (c.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            for r in 0..rounds {
+                c.put(b(&format!("w{w}")), b(&format!("{r}")), IMM)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = store.metrics();
+    let batches = after.transactions_committed - before.transactions_committed;
+    let lingered_out = after.batches_lingered_out - before.batches_lingered_out;
+    assert_eq!(
+        after.ops_committed - before.ops_committed,
+        (writers * rounds) as u64
+    );
+    assert!(
+        lingered_out * 4 < batches,
+        "{lingered_out} of {batches} batches waited out their linger"
+    );
+    for w in 0..writers {
+        assert_eq!(
+            c.peek(format!("w{w}").as_bytes()).unwrap().value,
+            b(&format!("{}", rounds - 1))
+        );
+    }
+    store.shutdown().await;
+}
+
 async fn cancelled_writes_keep_memory_equal_to_sql(db: &TestDb) {
     let store = Store::open(db.config()).await.unwrap();
     let c = store.cache("default").unwrap();
