@@ -549,7 +549,7 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
     // died), so running the batch again is always safe.
     let mut tx = core
         .backend
-        .begin()
+        .begin_batch()
         .await
         .map_err(|e| BatchError::Retry(e.to_string()))?;
     // Lock in one global order (cache rows by name; then per cache, on PostgreSQL, the keys'
