@@ -235,6 +235,9 @@ pub fn request_encoding(request: &Request) -> TextEncoding {
         .map_or(TextEncoding::Wrapped, |(_, e)| e)
 }
 
+/// How long a schema write waits for this replica to apply other replicas' earlier changes.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// After a client's write to the metadata cache committed on this replica: brings the
 /// registry up to date and writes the error keys, then the client gets `response`.
 pub async fn after_write(
@@ -250,6 +253,17 @@ pub async fn after_write(
         return response;
     };
     let _guard = state.errors_lock.lock().await;
+    // The error keys are computed from every file of the cache, as this replica holds it:
+    // files another replica stored a moment ago must be in memory first, or the keys written
+    // here would leave them out (bounded: a stalled feed makes them stale, not the write stuck).
+    match store.catch_up_with_database(CATCH_UP_WAIT).await {
+        Ok(true) => {}
+        Ok(false) => warn!(
+            "schema registry: this replica's change feed is behind; error keys may miss \
+             files other replicas stored in the last {CATCH_UP_WAIT:?}"
+        ),
+        Err(e) => warn!("schema registry: could not read the change log's position: {e}"),
+    }
     let snapshot = state.resync(store);
     match write_error_keys(&cache, &snapshot, encoding).await {
         Ok(()) => response,

@@ -401,6 +401,28 @@ impl Store {
         }
     }
 
+    /// Waits until this replica's memory holds every change any replica committed before the
+    /// call (its change feed reached the change log's highest seq), at most `within`. Returns
+    /// whether it got there. Without a follower (SQLite) memory is always current.
+    ///
+    /// For writes whose side effects are computed from the rest of a cache as this replica
+    /// holds it (the schema registry's `.errors` keys): reads may lag by the feed's delay
+    /// (decision 4), but a value written from a lagging view would keep that view.
+    pub async fn catch_up_with_database(&self, within: Duration) -> Result<bool, StoreError> {
+        if !self.core.feed.follows() {
+            return Ok(true);
+        }
+        let target = self.core.backend.max_change_seq().await?;
+        let deadline = tokio::time::Instant::now() + within;
+        while self.core.feed.position() < target {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(true)
+    }
+
     /// Test hook: while paused, the change feed does not poll (simulates a replica that falls
     /// behind).
     #[doc(hidden)]
