@@ -5,7 +5,8 @@
 
 Writes {"client_cpu_s": ..., "tree_cpu_s": ..., "pid_cpu_s": ..., "wall_s": ...} to OUT.json:
 the command's own CPU (user + system, children included), the CPU of PID --tree and its
-direct children (a PostgreSQL postmaster and its backends), and of PID --pid (a server).
+direct children, live or exited (a PostgreSQL postmaster and its backends), and of PID --pid
+(a server).
 The command's stdout and stderr pass through; its exit status is ours.
 
 Why: on a machine other work shares, ops/s of two systems measured one after the other move
@@ -17,20 +18,26 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def stat(pid):
+    """(parent pid, own user + system ticks, reaped children's user + system ticks)"""
     try:
         s = open(f"/proc/{pid}/stat").read()
     except OSError:
         return None
     f = s[s.rindex(")") + 2:].split()
-    return int(f[1]), int(f[11]) + int(f[12])
+    return int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
 
 
 def tree(root):
+    # The root's reaped children count too: pgbench's backends exit when it disconnects, at the
+    # end of the window, and their time then moves to the postmaster's cutime/cstime (it waits
+    # for them). Without it most of a pgbench run's database CPU was missing.
     ticks = 0
     for p in os.listdir("/proc"):
         if p.isdigit():
             st = stat(p)
-            if st and (int(p) == root or st[0] == root):
+            if st and int(p) == root:
+                ticks += st[1] + st[2]
+            elif st and st[0] == root:
                 ticks += st[1]
     return ticks / TICKS
 
