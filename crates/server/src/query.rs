@@ -127,12 +127,7 @@ impl QueryService {
     /// feed makes queries stale rather than stuck, like reads of other replicas' writes).
     pub async fn caught_up(&self) {
         let target = self.store.local_commit_position();
-        if self.store.feed_position() < target {
-            let deadline = tokio::time::Instant::now() + OWN_WRITES_WAIT;
-            while self.store.feed_position() < target && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        }
+        self.store.wait_for_feed(target, OWN_WRITES_WAIT).await;
         let (tx, rx) = oneshot::channel();
         if self.barrier.send(tx).await.is_ok() {
             let _ = rx.await;

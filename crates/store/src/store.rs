@@ -413,14 +413,20 @@ impl Store {
             return Ok(true);
         }
         let target = self.core.backend.max_change_seq().await?;
+        Ok(self.wait_for_feed(target, within).await)
+    }
+
+    /// Waits until [`Store::feed_position`] reaches `seq`, at most `within`; returns whether
+    /// it did.
+    pub async fn wait_for_feed(&self, seq: i64, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
-        while self.core.feed.position() < target {
+        while self.core.feed.position() < seq {
             if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(true)
+        true
     }
 
     /// Test hook: while paused, the change feed does not poll (simulates a replica that falls
