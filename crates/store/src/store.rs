@@ -40,6 +40,12 @@ pub struct StoreMetrics {
     /// (see the writer's `run_lane`); one that started once the writers it expected were
     /// there is not counted.
     pub batches_lingered_out: u64,
+    /// Write batches whose COMMIT outcome was unknown (the connection broke during it); each
+    /// is followed by a re-read of its keys from SQL.
+    pub commits_ambiguous: u64,
+    /// Re-reads after an ambiguous COMMIT that finished: memory equals SQL again for those
+    /// keys.
+    pub resyncs_done: u64,
 }
 
 #[derive(Default)]
@@ -52,6 +58,8 @@ pub(crate) struct Metrics {
     pub touches_flushed: AtomicU64,
     pub feed_reads_skipped: AtomicU64,
     pub batches_lingered_out: AtomicU64,
+    pub commits_ambiguous: AtomicU64,
+    pub resyncs_done: AtomicU64,
 }
 
 /// State shared by the store handle, the writer and the reaper.
@@ -69,6 +77,8 @@ pub(crate) struct Core {
     /// Whether this replica held the expiration lease at its last maintenance pass.
     pub lease_held: AtomicBool,
     pub feed: Feed,
+    /// Test hook ([`Store::fail_next_commit`]): a `writer::COMMIT_FAULT_*` value, 0 for none.
+    pub commit_fault: std::sync::atomic::AtomicU8,
 }
 
 impl Core {
@@ -224,6 +234,7 @@ impl Store {
                 cursor.is_some(),
                 (cfg.feed_poll_interval * 10).max(Duration::from_secs(5)),
             ),
+            commit_fault: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let writer = tokio::spawn(writer::run(core.clone(), writer_rx));
@@ -436,6 +447,18 @@ impl Store {
         self.core.feed.paused.store(paused, Ordering::Release);
     }
 
+    /// Test hook: the next write batch's COMMIT reports a broken connection, after committing
+    /// (`committed`) or after rolling back: the two outcomes a client cannot tell apart.
+    #[doc(hidden)]
+    pub fn fail_next_commit(&self, committed: bool) {
+        let fault = if committed {
+            crate::writer::COMMIT_FAULT_AFTER
+        } else {
+            crate::writer::COMMIT_FAULT_INSTEAD
+        };
+        self.core.commit_fault.store(fault, Ordering::Release);
+    }
+
     /// Whether this replica ran the expiration sweep at its last maintenance pass (PostgreSQL:
     /// it holds the expiration lease; SQLite: always).
     pub fn holds_expiration_lease(&self) -> bool {
@@ -453,6 +476,8 @@ impl Store {
             touches_flushed: m.touches_flushed.load(Ordering::Relaxed),
             feed_reads_skipped: m.feed_reads_skipped.load(Ordering::Relaxed),
             batches_lingered_out: m.batches_lingered_out.load(Ordering::Relaxed),
+            commits_ambiguous: m.commits_ambiguous.load(Ordering::Relaxed),
+            resyncs_done: m.resyncs_done.load(Ordering::Relaxed),
         }
     }
 

@@ -7,7 +7,7 @@
 //! several lanes (PostgreSQL, `writer_lanes`), each key belongs to one lane by hash, so the
 //! lanes' transactions never write the same rows and per-key order is unchanged; see [`run`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +177,11 @@ impl From<sqlx::Error> for BatchError {
 /// the same key, so their transactions never wait for each other); everything else (CLEAR,
 /// cache admin, maintenance, shutdown, a put_all spanning lanes) is a barrier: every lane
 /// finishes what it was given, then the op runs alone, and only then is the next op dispatched.
+/// [`Core::commit_fault`] values (test hook): COMMIT runs, then reports a broken connection.
+pub(crate) const COMMIT_FAULT_AFTER: u8 = 1;
+/// The transaction rolls back and COMMIT reports a broken connection.
+pub(crate) const COMMIT_FAULT_INSTEAD: u8 = 2;
+
 pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
     let n = core.writer_lanes.max(1);
     if n == 1 {
@@ -362,7 +367,7 @@ async fn guarded(f: impl std::future::Future<Output = ()>) {
     }
 }
 
-async fn run_batch(core: &Core, batch: Vec<Request>) {
+async fn run_batch(core: &Arc<Core>, batch: Vec<Request>) {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -412,7 +417,15 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(ops = batch.len(), ambiguous, "write batch failed: {why}");
                 if ambiguous {
-                    resync(core, &batch).await;
+                    // The database is typically unreachable right now: re-reading the keys
+                    // waits for it in a task of its own, so that the callers (who cannot
+                    // know the outcome either way) and every write queued behind them get
+                    // their errors at once instead of when the database is back.
+                    core.metrics
+                        .commits_ambiguous
+                        .fetch_add(1, Ordering::Relaxed);
+                    let keys = keys_of(&batch);
+                    tokio::spawn(resync(core.clone(), keys));
                 }
                 for req in batch {
                     let _ = req.respond.send(Err(StoreError::Database(why.clone())));
@@ -423,38 +436,42 @@ async fn run_batch(core: &Core, batch: Vec<Request>) {
     }
 }
 
-/// After a COMMIT whose outcome is unknown, makes memory equal to SQL again for every key the
-/// batch touched (retrying for a while, since the database was just unreachable). Callers still
-/// get an error: like any client of a database, they cannot know whether their write happened.
-async fn resync(core: &Core, batch: &[Request]) {
-    let mut per_cache: Vec<(Arc<CacheInner>, BTreeSet<Bytes>)> = Vec::new();
+/// The keys a batch touched, per cache, with the version memory held for each (absent keys
+/// have none): what [`resync`] re-reads.
+type BatchKeys = Vec<(Arc<CacheInner>, BTreeMap<Bytes, Option<i64>>)>;
+
+fn keys_of(batch: &[Request]) -> BatchKeys {
+    let mut per_cache: BatchKeys = Vec::new();
     for req in batch {
         if let Op::Key(c, op, _) = &req.op {
             let i = match per_cache.iter().position(|(x, _)| Arc::ptr_eq(x, c)) {
                 Some(i) => i,
                 None => {
-                    per_cache.push((c.clone(), BTreeSet::new()));
+                    per_cache.push((c.clone(), BTreeMap::new()));
                     per_cache.len() - 1
                 }
             };
-            per_cache[i].1.extend(op.keys().cloned());
+            for k in op.keys() {
+                let held = c.map.get(&k[..]).map(|e| e.version);
+                per_cache[i].1.entry(k.clone()).or_insert(held);
+            }
         }
     }
-    // Versions memory held before the re-read (see `execute`).
-    let before: HashMap<(usize, Bytes), i64> = per_cache
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (c, keys))| {
-            keys.iter()
-                .filter_map(move |k| c.map.get(&k[..]).map(|e| ((i, k.clone()), e.version)))
-        })
-        .collect();
-    for attempt in 0..50u64 {
+    per_cache
+}
+
+/// After a COMMIT whose outcome is unknown, makes memory equal to SQL again for every key the
+/// batch touched, retrying until the database answers (it was just unreachable) or the store
+/// shuts down. Runs beside the writer: a write of one of these keys meanwhile reads its row
+/// in its own transaction, and memory only ever moves to newer versions, so whichever of the
+/// two installs last, memory ends at SQL's row.
+async fn resync(core: Arc<Core>, per_cache: BatchKeys) {
+    for attempt in 0u64.. {
         let res = async {
             let mut tx = core.backend.begin().await?;
             let mut found = Vec::new();
-            for (i, (cache, keys)) in per_cache.iter().enumerate() {
-                let keys: Vec<Bytes> = keys.iter().cloned().collect();
+            for (cache, held) in &per_cache {
+                let keys: Vec<Bytes> = held.keys().cloned().collect();
                 let metas: HashMap<Bytes, RowMeta> = tx
                     .fetch_meta(&cache.def.name, &keys)
                     .await?
@@ -470,7 +487,7 @@ async fn resync(core: &Core, batch: &[Request]) {
                         (Some(m), Some(v)) => Some(m.with_value(v.clone())),
                         _ => None,
                     };
-                    found.push((i, cache.clone(), k, row));
+                    found.push((cache, held[&k], k, row));
                 }
             }
             tx.commit().await?;
@@ -479,29 +496,37 @@ async fn resync(core: &Core, batch: &[Request]) {
         .await;
         match res {
             Ok(found) => {
-                for (i, cache, k, row) in found {
-                    match row {
-                        Some(r) => {
+                for (cache, held, k, row) in found {
+                    match (row, held) {
+                        (Some(r), _) => {
                             cache.install(&k, &r);
                         }
-                        None => {
-                            if let Some(v) = before.get(&(i, k.clone())) {
-                                cache.remove_upto(&k, *v, true);
-                            }
+                        (None, Some(v)) => {
+                            // Gone from SQL: drop the entry memory held when the batch
+                            // failed, never one a later write installed.
+                            cache.remove_upto(&k, v, true);
                         }
+                        (None, None) => {}
                     }
                 }
+                core.metrics.resyncs_done.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(sqlx::Error::PoolClosed) => {
+                tracing::warn!(
+                    "store closed before the keys of a write batch whose COMMIT outcome is \
+                     unknown were re-read; the next start loads them from SQL"
+                );
                 return;
             }
             Err(e) => {
-                tracing::warn!(attempt, "resync after ambiguous commit failed: {e}");
+                if attempt < 10 || attempt % 60 == 0 {
+                    tracing::warn!(attempt, "resync after ambiguous commit failed: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
             }
         }
     }
-    tracing::error!(
-        "memory may differ from SQL for keys of a batch whose commit outcome is unknown"
-    );
 }
 
 /// What the transaction found and left for one key.
@@ -803,6 +828,19 @@ async fn execute(core: &Core, batch: &[Request]) -> Result<Done, BatchError> {
         }
     };
     let events = core.stage_events(&seqs, ev.events);
+    match core.commit_fault.swap(0, Ordering::AcqRel) {
+        0 => {}
+        fault => {
+            // Test hook (`Store::fail_next_commit`): what a connection broken during COMMIT
+            // looks like from here, with either outcome.
+            if fault == COMMIT_FAULT_AFTER {
+                tx.commit().await?;
+            }
+            return Err(BatchError::Ambiguous(
+                "connection lost during COMMIT (test hook)".to_string(),
+            ));
+        }
+    }
     tx.commit()
         .await
         .map_err(|e| BatchError::Ambiguous(e.to_string()))?;

@@ -19,6 +19,7 @@ both_backends!(
     acknowledged_writes_visible_without_shutdown,
     concurrent_open_on_empty_database,
     failing_batch_leaves_memory_unchanged,
+    ambiguous_commit_is_an_error_and_memory_follows_sql,
     long_keys_round_trip_across_replicas_expiry_and_restart,
     newer_additive_schema_is_accepted_unless_it_demands_a_newer_reader,
 );
@@ -236,6 +237,96 @@ async fn failing_batch_leaves_memory_unchanged(db: &TestDb) {
     let c2 = store.cache("default").unwrap();
     assert_eq!(c2.peek(b"other").unwrap(), other);
     assert_eq!(c2.peek(b"k").unwrap().value, b("boom"));
+    store.shutdown().await;
+}
+
+/// A COMMIT whose outcome the writer cannot know (the connection broke during it) fails its
+/// callers, and the keys are then re-read from SQL: memory ends with what SQL has, the new
+/// value if the COMMIT went through, the old one if it did not. Writes go on meanwhile.
+async fn ambiguous_commit_is_an_error_and_memory_follows_sql(db: &TestDb) {
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    for committed in [true, false] {
+        let tag = if committed {
+            "committed"
+        } else {
+            "rolled-back"
+        };
+        let (k, gone, fresh) = (
+            b(&format!("k-{tag}")),
+            b(&format!("gone-{tag}")),
+            b(&format!("fresh-{tag}")),
+        );
+        c.put(k.clone(), b("old"), IMM).await.unwrap();
+        c.put(gone.clone(), b("old"), IMM).await.unwrap();
+        let before = store.metrics();
+
+        for (i, write) in ["put", "remove", "insert"].into_iter().enumerate() {
+            store.fail_next_commit(committed);
+            let res = match write {
+                "put" => c.put(k.clone(), b("new"), IMM).await.map(|_| ()),
+                "remove" => c.remove(gone.clone()).await.map(|_| ()),
+                _ => c.put(fresh.clone(), b("new"), IMM).await.map(|_| ()),
+            };
+            assert!(
+                matches!(&res, Err(StoreError::Database(m)) if m.contains("COMMIT")),
+                "{tag} {write}: {res:?}"
+            );
+            let mut resynced = false;
+            for _ in 0..500 {
+                if store.metrics().resyncs_done > before.resyncs_done + i as u64 {
+                    resynced = true;
+                    break;
+                }
+                sleep_ms(10).await;
+            }
+            assert!(resynced, "{tag} {write}: keys re-read from SQL");
+        }
+        let m = store.metrics();
+        assert_eq!(m.commits_ambiguous - before.commits_ambiguous, 3, "{tag}");
+
+        let (k_value, gone_exists, fresh_exists) = if committed {
+            ("new", false, true)
+        } else {
+            ("old", true, false)
+        };
+        let sql_value = |key: &Bytes, value: &str| {
+            let key = String::from_utf8(key.to_vec()).unwrap();
+            format!(
+                "SELECT COUNT(*) FROM ferrod_entries WHERE cache = 'default' \
+                 AND key = {} AND value = {}",
+                db.bytes_literal(key.as_bytes()),
+                db.bytes_literal(value.as_bytes())
+            )
+        };
+        assert_eq!(db.count(&sql_value(&k, k_value)).await, 1, "{tag}: SQL");
+        assert_eq!(c.peek(&k).unwrap().value, b(k_value), "{tag}: memory");
+        assert_eq!(
+            db.count(&sql_value(&gone, "old")).await,
+            i64::from(gone_exists),
+            "{tag}: SQL"
+        );
+        assert_eq!(c.peek(&gone).is_some(), gone_exists, "{tag}: memory");
+        assert_eq!(
+            db.count(&sql_value(&fresh, "new")).await,
+            i64::from(fresh_exists),
+            "{tag}: SQL"
+        );
+        assert_eq!(c.peek(&fresh).is_some(), fresh_exists, "{tag}: memory");
+
+        // the next writes of those keys go through as usual
+        c.put(k.clone(), b("after"), IMM).await.unwrap();
+        c.put(gone.clone(), b("after"), IMM).await.unwrap();
+        assert_eq!(c.get(&k).unwrap().value, b("after"));
+        assert_eq!(c.get(&gone).unwrap().value, b("after"));
+    }
+    // and a restart loads what SQL has
+    store.shutdown().await;
+    let store = Store::open(db.config()).await.unwrap();
+    let c = store.cache("default").unwrap();
+    assert_eq!(c.peek(b"k-committed").unwrap().value, b("after"));
+    assert_eq!(c.peek(b"fresh-committed").unwrap().value, b("new"));
+    assert!(c.peek(b"fresh-rolled-back").is_none());
     store.shutdown().await;
 }
 

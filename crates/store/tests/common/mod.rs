@@ -86,6 +86,16 @@ impl TestDb {
         }
     }
 
+    /// `bytes` as a blob literal of this database's SQL.
+    pub fn bytes_literal(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        if self.is_sqlite() {
+            format!("X'{hex}'")
+        } else {
+            format!("'\\x{hex}'::bytea")
+        }
+    }
+
     /// Counts rows with a raw SQL query (the test's view of what is committed).
     pub async fn count(&self, sql: &str) -> i64 {
         match self {
