@@ -217,6 +217,20 @@ async fn own_writes_are_published_without_reading_them_back() {
             assert_eq!(v, &Some(b(&(20 + j).to_string())), "k{t}-{j}");
         }
     }
+    // Whether a wake-up finds only committed own changes depends on scheduling (a timer poll
+    // or a notification that arrives late reads SQL instead): on a loaded machine a round
+    // can end without one, so a few more rounds of the same writes are allowed.
+    for round in 0..10 {
+        if a.metrics().feed_reads_skipped > 0 {
+            break;
+        }
+        for t in 0..8 {
+            ca.put(b(&format!("again{round}-{t}")), b("v"), IMM)
+                .await
+                .unwrap();
+        }
+        recv_exactly(&mut rx, 8).await;
+    }
     let skipped = a.metrics().feed_reads_skipped;
     assert!(skipped > 0, "no wake-up was served without reading SQL");
 
