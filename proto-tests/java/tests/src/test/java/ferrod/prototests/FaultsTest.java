@@ -143,14 +143,21 @@ class FaultsTest {
 
    // ------------------------------------------------------------------ clients
 
+   /** The socket timeout of these tests' clients unless a test says otherwise. */
+   static final int SOCKET_TIMEOUT_MS = 15_000;
+
    static RemoteCacheManager client(List<TargetProcess> servers) {
+      return client(servers, SOCKET_TIMEOUT_MS);
+   }
+
+   static RemoteCacheManager client(List<TargetProcess> servers, int socketTimeoutMs) {
       ConfigurationBuilder b = new ConfigurationBuilder();
       for (TargetProcess t : servers) {
          b.addServer().host(t.host()).port(t.port());
       }
       b.clientIntelligence(ClientIntelligence.HASH_DISTRIBUTION_AWARE);
       b.connectionTimeout(3_000);
-      b.socketTimeout(15_000);
+      b.socketTimeout(socketTimeoutMs);
       b.maxRetries(5);
       return new RemoteCacheManager(b.build(), true);
    }
@@ -173,12 +180,14 @@ class FaultsTest {
       final List<Failure> readErrors = new CopyOnWriteArrayList<>();
       final Map<String, Long> ackedAt = new ConcurrentHashMap<>();
       final List<Mismatch> mismatches = new CopyOnWriteArrayList<>();
+      /** Operations that took longer than a second (client-side retries and waits included). */
+      final List<Failure> slow = new CopyOnWriteArrayList<>();
       volatile boolean running = true;
       final Thread thread;
 
-      Writer(String name, List<TargetProcess> servers) {
+      Writer(String name, List<TargetProcess> servers, int socketTimeoutMs) {
          this.name = name;
-         this.rcm = client(servers);
+         this.rcm = client(servers, socketTimeoutMs);
          this.cache = rcm.getCache(CACHE);
          this.thread = new Thread(this, "writer-" + name);
       }
@@ -194,6 +203,7 @@ class FaultsTest {
                cache.put(k, v);
                acked.put(k, v);
                long now = System.currentTimeMillis();
+               noteIfSlow(t, now, "put " + k);
                ackedAt.put(k, now);
                ackTimes.add(now);
                last = k;
@@ -205,6 +215,7 @@ class FaultsTest {
                long tr = System.currentTimeMillis();
                try {
                   String got = cache.get(last);
+                  noteIfSlow(tr, System.currentTimeMillis(), "get " + last);
                   if (!acked.get(last).equals(got)) {
                      mismatches.add(new Mismatch(tr, last, acked.get(last), got, ackedAt.get(last)));
                   }
@@ -212,6 +223,12 @@ class FaultsTest {
                   readErrors.add(new Failure(tr, System.currentTimeMillis(), "get " + last, String.valueOf(e.getMessage())));
                }
             }
+         }
+      }
+
+      void noteIfSlow(long t, long tEnd, String op) {
+         if (tEnd - t > 1_000) {
+            slow.add(new Failure(t, tEnd, op, "took " + (tEnd - t) + " ms"));
          }
       }
 
@@ -225,19 +242,23 @@ class FaultsTest {
       }
 
       String summary() {
-         return String.format("%s: %d acknowledged, %d failed puts, %d failed reads, %d mismatches",
-               name, acked.size(), failedPuts.size(), readErrors.size(), mismatches.size());
+         return String.format("%s: %d acknowledged, %d failed puts, %d failed reads, %d mismatches, slow: %s",
+               name, acked.size(), failedPuts.size(), readErrors.size(), mismatches.size(), slow);
       }
    }
 
    /** One client per replica (that replica's address only) and one with every replica's address. */
    List<Writer> startWriters(String label) {
+      return startWriters(label, SOCKET_TIMEOUT_MS);
+   }
+
+   List<Writer> startWriters(String label, int socketTimeoutMs) {
       List<Writer> ws = new ArrayList<>();
       String run = label + ":" + HotRodTestBase.RUN;
       for (int i = 0; i < replicas.size(); i++) {
-         ws.add(new Writer(run + ":r" + i, List.of(replicas.get(i))));
+         ws.add(new Writer(run + ":r" + i, List.of(replicas.get(i)), socketTimeoutMs));
       }
-      ws.add(new Writer(run + ":all", replicas));
+      ws.add(new Writer(run + ":all", replicas, socketTimeoutMs));
       ws.forEach(w -> w.thread.start());
       return ws;
    }
@@ -346,14 +367,21 @@ class FaultsTest {
    @Test
    @Order(1)
    void killNineOfOneReplica() throws Exception {
-      List<Writer> ws = startWriters("kill9");
+      // kill -9 resets the connections whose requests the process had not read yet, and the
+      // 15.0 client waits out its socket timeout when a connection is reset under a pending
+      // request (its HeaderDecoder hands the error to the last operation it answered, which
+      // removes the decoder, so the pending one is never told; see DRAIN_GRACE in
+      // crates/server/src/connection.rs). Seen for a request sent at the kill instant in 2 runs
+      // of 8, once from the all-replicas client; the 16.0 client retries at once. A socket
+      // timeout shorter than the downtime lets that request go to another replica meanwhile.
+      List<Writer> ws = startWriters("kill9", 2_000);
       TargetProcess victim = replicas.get(0);
       Writer own = ws.get(0);
       Writer all = ws.get(3);
       HotRodTestBase.sleepMs(3_000);
       long tKill = System.currentTimeMillis();
       victim.kill();
-      HotRodTestBase.sleepMs(4_000);
+      HotRodTestBase.sleepMs(5_000);
       long tRestart = System.currentTimeMillis();
       victim.start();
       long tUp = System.currentTimeMillis();
@@ -362,6 +390,7 @@ class FaultsTest {
       }
       HotRodTestBase.sleepMs(2_000);
       stopWriters(ws);
+      System.out.println("faults: kill -9 at " + tKill + ", restarted at " + tRestart + ", up at " + tUp);
 
       // the all-replicas client failed over: nothing surfaced (the client retried elsewhere)
       assertEquals(List.of(), all.failedPuts, "all-replicas client: no failed write");
