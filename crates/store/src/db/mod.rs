@@ -1848,6 +1848,10 @@ impl Tx {
     }
 
     /// Deletes up to `limit` rows that expired at or before `now`, returning what went.
+    /// Oldest first, which also keeps PostgreSQL on the `expires_ms` index: with a LIMIT and
+    /// no order, statistics that are not yet current (a table that just grew) made it choose
+    /// a sequential scan, 25-40 ms per maintenance pass over 100 000 entries none of which
+    /// expire (auto_explain during a GET benchmark).
     pub async fn sweep(&mut self, now: i64, limit: i64) -> Result<Vec<Swept>, sqlx::Error> {
         fn get<R: sqlx::Row>(r: &R) -> Result<Swept, sqlx::Error>
         where
@@ -1868,7 +1872,8 @@ impl Tx {
         match self {
             Tx::Sqlite(t) => sqlx::query(
                 "DELETE FROM ferrod_entries WHERE rowid IN (SELECT rowid FROM ferrod_entries \
-                 WHERE expires_ms <= ?1 LIMIT ?2) RETURNING cache, key, version, value",
+                 WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2) \
+                 RETURNING cache, key, version, value",
             )
             .bind(now)
             .bind(limit)
@@ -1879,7 +1884,8 @@ impl Tx {
             .collect(),
             Tx::Postgres(t) => sqlx::query(concat!(
                 "DELETE FROM ferrod_entries WHERE (cache, key) IN (SELECT cache, key \
-                 FROM ferrod_entries WHERE expires_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 FROM ferrod_entries WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
                  AND expires_ms <= $1 RETURNING cache, ",
                 pg_key_col!(),
                 ", version, value"
