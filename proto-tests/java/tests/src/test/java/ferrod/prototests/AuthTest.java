@@ -15,6 +15,7 @@ import java.util.function.Consumer;
 import org.infinispan.client.hotrod.RemoteCache;
 import org.infinispan.client.hotrod.RemoteCacheManager;
 import org.infinispan.client.hotrod.configuration.ConfigurationBuilder;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -47,6 +48,13 @@ class AuthTest extends HotRodTestBase {
          addUser("reader", "observer");
       }
       return List.of("--credentials-file", credentials.toString());
+   }
+
+   @AfterAll
+   void removeCredentials() {
+      if (credentials != null) {
+         Targets.deleteTree(credentials.getParent());
+      }
    }
 
    private void addUser(String name, String roles) {

@@ -45,7 +45,8 @@ class RestTest {
 
    private final Map<String, TargetProcess> targets = new LinkedHashMap<>();
    private final List<RestClient> clients = new ArrayList<>();
-   private Path work;
+   /** Temporary directories of the TLS tests (certificates, credentials), removed at the end. */
+   private final List<Path> workDirs = new ArrayList<>();
 
    Stream<String> targetNames() {
       return Targets.selected().stream();
@@ -69,13 +70,7 @@ class RestTest {
          }
       }
       targets.values().forEach(TargetProcess::close);
-      if (work != null) {
-         try (var walk = Files.walk(work)) {
-            walk.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-         } catch (IOException ignored) {
-            // best effort
-         }
-      }
+      workDirs.forEach(Targets::deleteTree);
    }
 
    /** Configured as RestInfinispanManagement.fromRemoteCacheManager configures it. */
@@ -162,7 +157,8 @@ class RestTest {
    @Test
    void keycloakCallsOverTlsOnTheHotRodPort() throws Exception {
       assumeTrue(Targets.selected().contains(Targets.FERROD), "ferrod only");
-      work = Files.createTempDirectory("ferrod-rest-tls-");
+      Path work = Files.createTempDirectory("ferrod-rest-tls-");
+      workDirs.add(work);
       TestPki pki = new TestPki(work);
       pki.ca("ca", "proto-tests CA");
       pki.leaf("server", "ca", "ferrod", false, "localhost");
@@ -185,6 +181,7 @@ class RestTest {
    void keycloakCallsWithCredentials() throws Exception {
       assumeTrue(Targets.selected().contains(Targets.FERROD), "ferrod only");
       Path dir = Files.createTempDirectory("ferrod-rest-auth-");
+      workDirs.add(dir);
       TestPki pki = new TestPki(dir);
       pki.ca("ca", "proto-tests CA");
       pki.leaf("server", "ca", "ferrod", false, "localhost");

@@ -223,7 +223,8 @@ public final class Targets {
       return new TargetProcess(FERROD + "-" + label, cmd, env, port, port, log, Duration.ofSeconds(120), cleanup);
    }
 
-   static void deleteTree(Path root) {
+   /** Removes a directory and everything in it (best effort). */
+   public static void deleteTree(Path root) {
       if (!Files.exists(root)) {
          return;
       }
