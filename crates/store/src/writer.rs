@@ -171,17 +171,17 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
+/// [`Core::commit_fault`] values (test hook): COMMIT runs, then reports a broken connection.
+pub(crate) const COMMIT_FAULT_AFTER: u8 = 1;
+/// The transaction rolls back and COMMIT reports a broken connection.
+pub(crate) const COMMIT_FAULT_INSTEAD: u8 = 2;
+
 /// The writer. With one lane (SQLite, or `writer_lanes = 1`) it is the lane itself. With
 /// several (PostgreSQL), this task dispatches: an op whose keys all hash to one lane goes to
 /// that lane's queue (so the writes of one key stay in FIFO order, and two lanes never write
 /// the same key, so their transactions never wait for each other); everything else (CLEAR,
 /// cache admin, maintenance, shutdown, a put_all spanning lanes) is a barrier: every lane
 /// finishes what it was given, then the op runs alone, and only then is the next op dispatched.
-/// [`Core::commit_fault`] values (test hook): COMMIT runs, then reports a broken connection.
-pub(crate) const COMMIT_FAULT_AFTER: u8 = 1;
-/// The transaction rolls back and COMMIT reports a broken connection.
-pub(crate) const COMMIT_FAULT_INSTEAD: u8 = 2;
-
 pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Request>) {
     let n = core.writer_lanes.max(1);
     if n == 1 {
