@@ -278,39 +278,12 @@ async fn announced_but_unsent_values_do_not_allocate() {
     check_alive(&mut server, &mut s0).await;
 }
 
-/// Connections past max_connections are closed at once; the served ones keep working.
-#[tokio::test]
-async fn connections_past_max_connections_are_closed_at_once() {
-    let mut server = Server::start_with(ServerOpts::default().arg("--max-connections=2")).await;
-    // The harness's readiness probe held a slot for a moment; wait until both are free.
-    let mut a = loop {
-        let mut c = server.raw().await;
-        let ping = encode(&RequestFrame {
-            header: RequestHeader::new(41, op::PING, 1, ""),
-            request: Request::Ping,
-        });
-        c.write_all(&ping).await.unwrap();
-        let mut buf = [0u8; 1];
-        if tokio::io::AsyncReadExt::read(&mut c, &mut buf)
-            .await
-            .unwrap_or(0)
-            == 1
-        {
-            drop(c);
-            break server.client().await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    a.put("a", "1").await;
-    let mut b2 = server.client().await;
-    b2.put("b", "1").await;
-    let mut third = server.raw().await;
-    let (bytes, closed) = read_until_close(&mut third, CALL_TIMEOUT).await;
-    assert!(closed && bytes.is_empty(), "a third connection was served");
-    assert_eq!(a.get_str("b").await.as_deref(), Some("1"));
-    drop(b2);
-    // Its slot is released: a new connection is served (after the server noticed the close).
-    let mut c = loop {
+/// A connection the server serves: connects until a PING is answered. A slot is released only
+/// once the server noticed the close of the connection that held it, a moment after the client
+/// dropped it (the harness's readiness probe, or an earlier connection of the test), and until
+/// then a connection past the limit is closed at once.
+async fn served_client(server: &Server) -> Client {
+    loop {
         let mut c = server.client().await;
         c.send(c.frame(Request::Ping, 0)).await;
         if let Some(Ok(_)) = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut c.framed))
@@ -318,9 +291,27 @@ async fn connections_past_max_connections_are_closed_at_once() {
             .ok()
             .flatten()
         {
-            break c;
+            return c;
         }
-    };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connections past max_connections are closed at once; the served ones keep working.
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once() {
+    let mut server = Server::start_with(ServerOpts::default().arg("--max-connections=2")).await;
+    let mut a = served_client(&server).await;
+    a.put("a", "1").await;
+    let mut b2 = served_client(&server).await;
+    b2.put("b", "1").await;
+    let mut third = server.raw().await;
+    let (bytes, closed) = read_until_close(&mut third, CALL_TIMEOUT).await;
+    assert!(closed && bytes.is_empty(), "a third connection was served");
+    assert_eq!(a.get_str("b").await.as_deref(), Some("1"));
+    drop(b2);
+    // Its slot is released: a new connection is served.
+    let mut c = served_client(&server).await;
     assert_eq!(c.get_str("a").await.as_deref(), Some("1"));
     server.assert_running();
 }
